@@ -1,0 +1,55 @@
+// Box math shared by the CPU and CUDA kernels. Boxes are (x1, y1, x2, y2).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define TF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define TF_HOST_DEVICE inline
+#endif
+
+namespace tinyfast {
+
+template <typename T>
+TF_HOST_DEVICE T tf_max(T a, T b) {
+  return a > b ? a : b;
+}
+
+template <typename T>
+TF_HOST_DEVICE T tf_min(T a, T b) {
+  return a < b ? a : b;
+}
+
+// Signed, as torchvision computes it: an x2 < x1 box has negative area.
+template <typename T>
+TF_HOST_DEVICE T box_area(const T* b) {
+  return (b[2] - b[0]) * (b[3] - b[1]);
+}
+
+// Only boxes with x2 > x1 and y2 > y1 can overlap anything with positive area; the others can neither
+// suppress nor be suppressed at a threshold >= 0 (their IoU is 0, -0 or NaN, never > threshold).
+template <typename T>
+TF_HOST_DEVICE bool has_positive_extent(const T* b) {
+  return b[2] > b[0] && b[3] > b[1];
+}
+
+// IoU > threshold, with the operations in torchvision's order so that keep sets match bit for bit.
+// The comparison is done in double, as torchvision's CPU kernel does.
+template <typename T>
+TF_HOST_DEVICE bool iou_above(const T* a, T area_a, const T* b, T area_b, double threshold) {
+  const T w = tf_max(T(0), tf_min(a[2], b[2]) - tf_max(a[0], b[0]));
+  const T h = tf_max(T(0), tf_min(a[3], b[3]) - tf_max(a[1], b[1]));
+  const T inter = w * h;
+  return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
+}
+
+TF_HOST_DEVICE int32_t atomic_fetch_add(int32_t* address, int32_t value) {
+#if defined(__CUDA_ARCH__)
+  return atomicAdd(address, value);
+#else
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+#endif
+}
+
+}  // namespace tinyfast

@@ -1,0 +1,126 @@
+// Batched NMS on CUDA. Everything stays on the device; the one host sync reads the output size together
+// with the input checks (finite boxes and scores) and the size of the suppression lists.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ops/batched_nms.h"
+#include "ops/cuda/batched_nms_kernels.h"
+
+namespace tinyfast {
+namespace {
+
+// Suppression lists rarely hold more than a few boxes each; above this guess the lists are rebuilt at
+// their exact size (one more sync).
+constexpr int64_t kEdgesPerBoxGuess = 16;
+
+struct Suppressors {
+  at::Tensor counts;   // [n] int32
+  at::Tensor offsets;  // [n] int64, exclusive prefix sum of counts
+  at::Tensor edges;    // [capacity] int32
+  at::Tensor total;    // [] int64, on the device
+};
+
+template <typename T>
+Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
+  const int32_t n = static_cast<int32_t>(ranked.boxes.size(0));
+  const NmsSweep<T> sweep{
+      ranked.boxes.data_ptr<T>(), ranked.groups.data_ptr<int64_t>(), ranked.x_order.data_ptr<int32_t>(), n,
+      iou_threshold};
+  Suppressors result;
+  result.counts = at::zeros({n}, ranked.x_order.options());
+  cuda::launch_count_suppressors(sweep, result.counts.data_ptr<int32_t>(), stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const at::Tensor counts64 = result.counts.to(at::kLong);
+  const at::Tensor inclusive = counts64.cumsum(0);
+  result.offsets = (inclusive - counts64).contiguous();
+  result.total = inclusive[n - 1];
+  result.edges = at::empty({std::max<int64_t>(capacity, 1)}, ranked.x_order.options());
+  at::Tensor cursors = at::zeros({n}, ranked.x_order.options());
+  cuda::launch_write_suppressors(
+      sweep, result.offsets.data_ptr<int64_t>(), cursors.data_ptr<int32_t>(), result.edges.data_ptr<int32_t>(),
+      capacity, stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return result;
+}
+
+Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
+  return ranked.boxes.scalar_type() == at::kDouble
+      ? build_suppressors<double>(ranked, iou_threshold, capacity, stream)
+      : build_suppressors<float>(ranked, iou_threshold, capacity, stream);
+}
+
+// kept_by_index[i] is true for every box i that greedy NMS (and the per-group cap) keeps.
+at::Tensor resolve(const RankedBoxes& ranked, const Suppressors& suppressors, int64_t max_per_group, cudaStream_t stream) {
+  const int32_t n = static_cast<int32_t>(ranked.boxes.size(0));
+  const at::Tensor& groups = ranked.groups;
+  const at::Tensor starts_group =
+      at::cat({at::ones({1}, groups.options().dtype(at::kInt)), groups.slice(0, 1).ne(groups.slice(0, 0, n - 1)).to(at::kInt)});
+  const at::Tensor starts_so_far = starts_group.cumsum(0, at::kInt).contiguous();
+  at::Tensor group_starts = at::empty({n + 1}, starts_so_far.options());
+  cuda::launch_scatter_group_starts(starts_so_far.data_ptr<int32_t>(), n, group_starts.data_ptr<int32_t>(), stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  at::Tensor state = at::zeros({n}, groups.options().dtype(at::kChar));
+  at::Tensor kept_by_index = at::zeros({n}, groups.options().dtype(at::kBool));
+  cuda::launch_resolve_groups(
+      suppressors.offsets.data_ptr<int64_t>(), suppressors.counts.data_ptr<int32_t>(),
+      suppressors.edges.data_ptr<int32_t>(), group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
+      max_per_group, ranked.order.data_ptr<int64_t>(), state.data_ptr<int8_t>(), kept_by_index.data_ptr<bool>(),
+      stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return kept_by_index;
+}
+
+at::Tensor batched_nms_cuda(
+    const at::Tensor& boxes,
+    const at::Tensor& scores,
+    const at::Tensor& idxs,
+    double iou_threshold,
+    int64_t max_per_group) {
+  check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_per_group);
+  if (boxes.size(0) == 0) {
+    return at::empty({0}, idxs.options());
+  }
+  const c10::cuda::CUDAGuard device_guard(boxes.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t n = boxes.size(0);
+
+  const RankedBoxes ranked = rank_boxes(boxes, scores, idxs);
+  int64_t capacity = kEdgesPerBoxGuess * n;
+  while (true) {
+    const Suppressors suppressors = build_suppressors(ranked, iou_threshold, capacity, stream);
+    const at::Tensor kept_by_index = resolve(ranked, suppressors, max_per_group, stream);
+    const at::Tensor kept_so_far = kept_by_index.cumsum(0, at::kLong);
+    const at::Tensor facts = at::stack({
+                                           kept_so_far[n - 1],
+                                           suppressors.total,
+                                           at::isfinite(boxes).all().to(at::kLong),
+                                           at::isfinite(scores).all().to(at::kLong),
+                                       })
+                                 .cpu();
+    const int64_t* fact = facts.data_ptr<int64_t>();
+    TORCH_CHECK_VALUE(fact[2] == 1, "batched_nms: boxes must be finite (found NaN or inf)");
+    TORCH_CHECK_VALUE(fact[3] == 1, "batched_nms: scores must be finite (found NaN or inf)");
+    if (fact[1] > capacity) {
+      capacity = fact[1];
+      continue;
+    }
+    at::Tensor kept_ascending = at::empty({fact[0]}, idxs.options());
+    cuda::launch_compact_kept(
+        kept_by_index.data_ptr<bool>(), kept_so_far.data_ptr<int64_t>(), n, kept_ascending.data_ptr<int64_t>(),
+        stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return order_by_score(kept_ascending, scores);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
+  m.impl("batched_nms", &batched_nms_cuda);
+}
+
+}  // namespace tinyfast

@@ -1,0 +1,22 @@
+// The tinyfast operator library: schemas here, kernels in cpu/ and cuda/ (TORCH_LIBRARY_IMPL).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing tinyfast._C from Python runs the static registrations below; the module itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(tinyfast, m) {
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, int max_per_group) -> Tensor");
+  m.def("built_with_cuda() -> bool", []() {
+#ifdef TINYFAST_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}

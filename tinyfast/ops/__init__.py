@@ -1,0 +1,6 @@
+"""Compiled ops of tinyfast (``torch.ops.tinyfast.*``), with argument checks and fake kernels."""
+
+from tinyfast.ops._library import cuda_available_in_build
+from tinyfast.ops.nms import batched_nms
+
+__all__ = ["batched_nms", "cuda_available_in_build"]
