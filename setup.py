@@ -33,8 +33,10 @@ def want_cuda():
         return False, "TINYFAST_FORCE_CPU=1"
     if torch.version.cuda is None:
         return False, "torch is a CPU-only build"
-    if CUDA_HOME is None or shutil.which("nvcc") is None and not os.path.exists(
-        os.path.join(CUDA_HOME, "bin", "nvcc")
+    if (
+        CUDA_HOME is None
+        or shutil.which("nvcc") is None
+        and not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
     ):
         return False, "nvcc not found"
     if not os.path.exists(os.path.join(CUDA_HOME, "include", "cuda_runtime.h")):

@@ -44,12 +44,4 @@ TF_HOST_DEVICE bool iou_above(const T* a, T area_a, const T* b, T area_b, double
   return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
 }
 
-TF_HOST_DEVICE int32_t atomic_fetch_add(int32_t* address, int32_t value) {
-#if defined(__CUDA_ARCH__)
-  return atomicAdd(address, value);
-#else
-  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
-#endif
-}
-
 }  // namespace tinyfast

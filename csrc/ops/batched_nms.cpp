@@ -39,28 +39,4 @@ void check_batched_nms_args(
       boxes.size(0) < std::numeric_limits<int32_t>::max(), "batched_nms: boxes has more than 2^31 - 1 rows");
 }
 
-RankedBoxes rank_boxes(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs) {
-  const auto compute_type = boxes.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  // Two stable sorts give the lexicographic order (group, score descending, index ascending).
-  const at::Tensor by_score = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-  const at::Tensor group_of_score_rank = idxs.index_select(0, by_score);
-  const at::Tensor order =
-      by_score.index_select(0, std::get<1>(group_of_score_rank.sort(/*stable=*/true, 0, /*descending=*/false)));
-
-  RankedBoxes ranked;
-  ranked.order = order;
-  ranked.boxes = boxes.index_select(0, order).to(compute_type).contiguous();
-  ranked.groups = idxs.index_select(0, order).contiguous();
-  const at::Tensor by_x1 = std::get<1>(ranked.boxes.select(1, 0).sort(/*stable=*/true, 0, false));
-  const at::Tensor group_of_x_rank = ranked.groups.index_select(0, by_x1);
-  ranked.x_order =
-      by_x1.index_select(0, std::get<1>(group_of_x_rank.sort(/*stable=*/true, 0, false))).to(at::kInt).contiguous();
-  return ranked;
-}
-
-at::Tensor order_by_score(const at::Tensor& kept_ascending, const at::Tensor& scores) {
-  const at::Tensor kept_scores = scores.index_select(0, kept_ascending);
-  return kept_ascending.index_select(0, std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true)));
-}
-
 }  // namespace tinyfast

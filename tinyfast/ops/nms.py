@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -31,8 +32,9 @@ def batched_nms(
     - the work is proportional to the pairs of boxes that overlap, not to N^2: boxes are swept by x1
       within each group and only boxes whose x ranges meet are compared.
 
-    Boxes with ``x2 <= x1`` or ``y2 <= y1`` have zero (or, as torchvision computes it, negative) area: they never
-    suppress and are never suppressed. float16 and bfloat16 boxes are computed in float32, float64 in float64.
+    Boxes with ``x2 <= x1`` or ``y2 <= y1`` have zero (or, as torchvision computes it, negative) area:
+    they never suppress and are never suppressed. float16 and bfloat16 boxes are computed in float32,
+    float64 in float64.
     Non-finite boxes or scores, and a threshold that is NaN or negative, raise ``ValueError``.
     """
     _check(boxes, scores, idxs, iou_threshold, max_per_group)
@@ -53,7 +55,8 @@ def _check(boxes, scores, idxs, iou_threshold, max_per_group) -> None:
         raise ValueError(f"batched_nms: boxes must be a floating tensor, got {boxes.dtype}")
     if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
         raise ValueError(
-            f"batched_nms: scores must have shape [N] with N = {boxes.shape[0]} (boxes), got {list(scores.shape)}"
+            f"batched_nms: scores must have shape [N] with N = {boxes.shape[0]} (boxes), "
+            f"got {list(scores.shape)}"
         )
     if not scores.is_floating_point():
         raise ValueError(f"batched_nms: scores must be a floating tensor, got {scores.dtype}")
@@ -68,9 +71,9 @@ def _check(boxes, scores, idxs, iou_threshold, max_per_group) -> None:
             "batched_nms: boxes, scores and idxs must be on one device, got "
             f"{boxes.device}, {scores.device} and {idxs.device}"
         )
-    if isinstance(iou_threshold, torch.Tensor):
+    if isinstance(iou_threshold, torch.Tensor) and iou_threshold.numel() == 1:
         iou_threshold = iou_threshold.item()
-    if not isinstance(iou_threshold, (int, float)) or math.isnan(iou_threshold) or iou_threshold < 0:
+    if not isinstance(iou_threshold, numbers.Real) or math.isnan(iou_threshold) or iou_threshold < 0:
         raise ValueError(f"batched_nms: iou_threshold must be a number >= 0, got {iou_threshold!r}")
     if max_per_group is not None and (isinstance(max_per_group, bool) or int(max_per_group) < 0):
         raise ValueError(f"batched_nms: max_per_group must be None or an int >= 0, got {max_per_group!r}")

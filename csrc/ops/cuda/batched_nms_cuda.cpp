@@ -12,6 +12,38 @@
 namespace tinyfast {
 namespace {
 
+// Boxes ranked by (group, score descending, index ascending), and in x order, (group, x1) for the sweep.
+struct RankedBoxes {
+  at::Tensor order;     // [n] int64: original index of each rank
+  at::Tensor groups;    // [n] int64, by rank
+  at::Tensor x_boxes;   // [n, 4] float32 (float64 for float64 input), in x order
+  at::Tensor x_groups;  // [n] int64, in x order
+  at::Tensor x_ranks;   // [n] int32: rank of each box in x order
+};
+
+RankedBoxes rank_boxes(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs) {
+  const auto compute_type = boxes.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // Two stable sorts give the lexicographic order (group, score descending, index ascending).
+  const at::Tensor by_score = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor group_of_score_rank = idxs.index_select(0, by_score);
+  RankedBoxes ranked;
+  ranked.order =
+      by_score.index_select(0, std::get<1>(group_of_score_rank.sort(/*stable=*/true, 0, /*descending=*/false)));
+  ranked.groups = idxs.index_select(0, ranked.order).contiguous();
+  const at::Tensor boxes_by_rank = boxes.index_select(0, ranked.order).to(compute_type);
+  const at::Tensor by_x1 = std::get<1>(boxes_by_rank.select(1, 0).sort(/*stable=*/true, 0, false));
+  const at::Tensor x_order = by_x1.index_select(0, std::get<1>(ranked.groups.index_select(0, by_x1).sort(true, 0, false)));
+  ranked.x_boxes = boxes_by_rank.index_select(0, x_order).contiguous();
+  ranked.x_groups = ranked.groups.index_select(0, x_order).contiguous();
+  ranked.x_ranks = x_order.to(at::kInt).contiguous();
+  return ranked;
+}
+
+at::Tensor order_by_score(const at::Tensor& kept_ascending, const at::Tensor& scores) {
+  const at::Tensor kept_scores = scores.index_select(0, kept_ascending);
+  return kept_ascending.index_select(0, std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true)));
+}
+
 // Suppression lists rarely hold more than a few boxes each; above this guess the lists are rebuilt at
 // their exact size (one more sync).
 constexpr int64_t kEdgesPerBoxGuess = 16;
@@ -25,20 +57,20 @@ struct Suppressors {
 
 template <typename T>
 Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
-  const int32_t n = static_cast<int32_t>(ranked.boxes.size(0));
+  const int32_t n = static_cast<int32_t>(ranked.order.size(0));
   const NmsSweep<T> sweep{
-      ranked.boxes.data_ptr<T>(), ranked.groups.data_ptr<int64_t>(), ranked.x_order.data_ptr<int32_t>(), n,
+      ranked.x_boxes.data_ptr<T>(), ranked.x_groups.data_ptr<int64_t>(), ranked.x_ranks.data_ptr<int32_t>(), n,
       iou_threshold};
   Suppressors result;
-  result.counts = at::zeros({n}, ranked.x_order.options());
+  result.counts = at::zeros({n}, ranked.x_ranks.options());
   cuda::launch_count_suppressors(sweep, result.counts.data_ptr<int32_t>(), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor counts64 = result.counts.to(at::kLong);
   const at::Tensor inclusive = counts64.cumsum(0);
   result.offsets = (inclusive - counts64).contiguous();
   result.total = inclusive[n - 1];
-  result.edges = at::empty({std::max<int64_t>(capacity, 1)}, ranked.x_order.options());
-  at::Tensor cursors = at::zeros({n}, ranked.x_order.options());
+  result.edges = at::empty({std::max<int64_t>(capacity, 1)}, ranked.x_ranks.options());
+  at::Tensor cursors = at::zeros({n}, ranked.x_ranks.options());
   cuda::launch_write_suppressors(
       sweep, result.offsets.data_ptr<int64_t>(), cursors.data_ptr<int32_t>(), result.edges.data_ptr<int32_t>(),
       capacity, stream);
@@ -47,14 +79,14 @@ Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, i
 }
 
 Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
-  return ranked.boxes.scalar_type() == at::kDouble
+  return ranked.x_boxes.scalar_type() == at::kDouble
       ? build_suppressors<double>(ranked, iou_threshold, capacity, stream)
       : build_suppressors<float>(ranked, iou_threshold, capacity, stream);
 }
 
 // kept_by_index[i] is true for every box i that greedy NMS (and the per-group cap) keeps.
 at::Tensor resolve(const RankedBoxes& ranked, const Suppressors& suppressors, int64_t max_per_group, cudaStream_t stream) {
-  const int32_t n = static_cast<int32_t>(ranked.boxes.size(0));
+  const int32_t n = static_cast<int32_t>(ranked.order.size(0));
   const at::Tensor& groups = ranked.groups;
   const at::Tensor starts_group =
       at::cat({at::ones({1}, groups.options().dtype(at::kInt)), groups.slice(0, 1).ne(groups.slice(0, 0, n - 1)).to(at::kInt)});

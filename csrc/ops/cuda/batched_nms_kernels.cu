@@ -15,13 +15,17 @@ int blocks_for(int64_t n) {
   return static_cast<int>((n + kThreads - 1) / kThreads);
 }
 
+// Pass 1: how many boxes can suppress each box.
 template <typename T>
 __global__ void count_suppressors_kernel(NmsSweep<T> sweep, int32_t* counts) {
   const int32_t xp = blockIdx.x * blockDim.x + threadIdx.x;
   if (xp < sweep.n) {
-    count_suppressors(sweep, xp, counts);
+    sweep.visit(xp, [&](int32_t lower, int32_t) { atomicAdd(counts + lower, 1); });
   }
 }
+
+// Pass 2: the suppressors of box r go to edges[offsets[r] .. offsets[r] + counts[r]), in any order.
+// Writes past `capacity` are dropped; the host compares the total with the capacity.
 
 template <typename T>
 __global__ void write_suppressors_kernel(
@@ -32,7 +36,12 @@ __global__ void write_suppressors_kernel(
     int64_t capacity) {
   const int32_t xp = blockIdx.x * blockDim.x + threadIdx.x;
   if (xp < sweep.n) {
-    write_suppressors(sweep, xp, offsets, cursors, edges, capacity);
+    sweep.visit(xp, [&](int32_t lower, int32_t higher) {
+      const int64_t at = offsets[lower] + atomicAdd(cursors + lower, 1);
+      if (at < capacity) {
+        edges[at] = higher;
+      }
+    });
   }
 }
 
