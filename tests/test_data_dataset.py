@@ -1,0 +1,165 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinyfast.data.annotations import load_annotations
+from tinyfast.data.corners import crop_boxes, cut_annotation_set, to_corner_set
+from tinyfast.data.dataset import TinyPersonDataset, make_loader
+from tinyfast.data.errors import DataError
+from tinyfast.data.synthetic import generate
+from tinyfast.data.transforms import NORMALIZATIONS, collate, normalize, paint_mean
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    paths = generate(root, "tiny", seed=3)
+    return root, paths["train"]
+
+
+def test_full_images_round_trip_to_json(synthetic):
+    root, train = synthetic
+    data = load_annotations(train)
+    dataset = TinyPersonDataset(train, root / "images", train=False, normalization=None)
+    assert len(dataset) == len(data.images)  # evaluation mode keeps dense images
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        info = data.images[index]
+        assert target["image_id"] == info.id and target["crop_offset"] == (0, 0)
+        assert image.shape == (3, info.height, info.width) and target["orig_size"] == (
+            info.height,
+            info.width,
+        )
+        anns = data.annotations_of(info.id)
+        positive = ~anns.not_a_person
+        np.testing.assert_allclose(target["boxes"].numpy(), anns.boxes[positive], atol=1e-4)
+        np.testing.assert_allclose(target["boxes_ignore"].numpy(), anns.boxes[~positive], atol=1e-4)
+        # back to json bboxes
+        back = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in target["boxes"].tolist()]
+        expected = [
+            a["bbox"]
+            for a in json.loads(train.read_text())["annotations"]
+            if a["image_id"] == info.id and not (a["ignore"] or a["uncertain"])
+        ]
+        np.testing.assert_allclose(back, expected, atol=1e-4)
+
+
+def test_training_cuts_follow_the_reference(synthetic):
+    root, train = synthetic
+    data = load_annotations(train)
+    dataset = TinyPersonDataset(train, root / "images", flip_prob=0.0)
+    dense = {i.id for i in data.images if data.annotations_of(i.id).is_dense}
+    assert dense and not dense & {s.source_id for s in dataset.samples}
+    assert all(len(s.boxes) + len(s.ignore_boxes) > 0 for s in dataset.samples)
+    for sample in dataset.samples:
+        anns = data.annotations_of(sample.source_id)
+        kept, index = crop_boxes(anns.boxes, sample.corner, 0.7)
+        positive = ~anns.not_a_person[index]
+        np.testing.assert_allclose(sample.boxes, kept[positive])
+        np.testing.assert_allclose(sample.ignore_boxes, kept[~positive])
+    image, target = dataset[0]
+    assert image.shape == (3, 512, 640) and target["size"] == (512, 640)
+
+
+def test_corner_json_export_gives_the_same_items(synthetic, tmp_path):
+    root, train = synthetic
+    data = load_annotations(train)
+    corner_set = to_corner_set(data, cut_annotation_set(data, erase=True))
+    corner_set.save(tmp_path / "corner.json")
+    exported = json.loads((tmp_path / "corner.json").read_text())
+    assert all(len(img["corner"]) == 4 and img["width"] == 640 for img in exported["images"])
+    from_json = TinyPersonDataset(tmp_path / "corner.json", root / "images", flip_prob=0.0)
+    on_the_fly = TinyPersonDataset(train, root / "images", erase=True, flip_prob=0.0)
+    assert len(from_json) == len(on_the_fly) > 0
+    for index in (0, len(on_the_fly) // 2, len(on_the_fly) - 1):
+        (a, ta), (b, tb) = from_json[index], on_the_fly[index]
+        assert torch.equal(a, b)
+        for key in ("boxes", "labels", "boxes_ignore"):
+            assert torch.equal(ta[key], tb[key])
+        assert (ta["image_id"], ta["crop_offset"]) == (tb["image_id"], tb["crop_offset"])
+
+
+def test_erase_paints_region_mean():
+    image = torch.arange(3 * 20 * 30, dtype=torch.uint8).reshape(3, 20, 30)
+    out = paint_mean(image, torch.tensor([[2.0, 3.0, 6.5, 8.0]]))
+    region = image[:, 3:8, 2:7].float().mean(dim=(1, 2)).round().to(torch.uint8)
+    assert torch.equal(out[:, 3:8, 2:7], region.view(3, 1, 1).expand(3, 5, 5))
+    assert torch.equal(out[:, 10:], image[:, 10:])
+
+
+def test_erase_in_dataset_blanks_uncertain_figures(synthetic):
+    root, train = synthetic
+    dataset = TinyPersonDataset(train, root / "images", erase=True, normalization=None, flip_prob=0.0)
+    sample = next(s for s in dataset.samples if len(s.erase_regions))
+    image, _ = dataset[dataset.samples.index(sample)]
+    x1, y1, x2, y2 = (int(v) for v in sample.erase_regions[0])
+    cx, cy = sample.corner[:2]
+    inside = image[:, max(y1 - cy, 0) : y2 - cy, max(x1 - cx, 0) : x2 - cx]
+    assert inside.numel() and (inside == inside[:, :1, :1]).all()
+
+
+def test_flip(synthetic):
+    root, train = synthetic
+    plain = TinyPersonDataset(train, root / "images", flip_prob=0.0, normalization=None)
+    flipped = TinyPersonDataset(train, root / "images", flip_prob=1.0, normalization=None)
+    (a, ta), (b, tb) = plain[1], flipped[1]
+    assert tb["flipped"] and torch.equal(a.flip(-1), b)
+    width = a.shape[-1]
+    assert torch.allclose(tb["boxes"][:, [2, 0]], width - ta["boxes"][:, [0, 2]])
+    assert torch.equal(tb["boxes"][:, [1, 3]], ta["boxes"][:, [1, 3]])
+
+
+def test_normalizations():
+    pixel = torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1)
+    rgb = normalize(pixel, "torchvision").flatten()
+    torchvision_style = NORMALIZATIONS["torchvision"]
+    expected = [
+        (v - m) / s
+        for v, m, s in zip((10, 20, 30), torchvision_style.mean, torchvision_style.std, strict=True)
+    ]
+    assert torch.allclose(rgb, torch.tensor(expected))
+    bgr = normalize(pixel, "caffe").flatten()
+    assert torch.allclose(bgr, torch.tensor([30 - 103.53, 20 - 116.28, 10 - 123.675]))
+
+
+def test_collate_pads_to_multiple_of_32():
+    items = [(torch.ones(3, 500, 640), {"i": 0}), (torch.ones(3, 512, 300), {"i": 1})]
+    batch = collate(items)
+    assert batch.images.shape == (2, 3, 512, 640)
+    assert batch.image_sizes == [(500, 640), (512, 300)]
+    assert batch.images[1, :, :, 300:].abs().sum() == 0 and batch.images[0, :, 500:].abs().sum() == 0
+    assert [t["i"] for t in batch.targets] == [0, 1]
+    assert collate([(torch.ones(3, 33, 65), {})]).images.shape == (1, 3, 64, 96)
+
+
+def test_loader_with_workers(synthetic):
+    root, train = synthetic
+    dataset = TinyPersonDataset(train, root / "images")
+    images, targets, sizes = next(iter(make_loader(dataset, batch_size=2, num_workers=2, seed=0)))
+    assert images.shape[0] == 2 and images.shape[2] % 32 == 0 and images.shape[3] % 32 == 0
+    assert images.dtype == torch.float32 and len(targets) == 2 and len(sizes) == 2
+    assert targets[0]["boxes"].dtype == torch.float32 and targets[0]["labels"].dtype == torch.int64
+
+
+def test_missing_image_file_is_reported_up_front(synthetic, tmp_path):
+    _, train = synthetic
+    with pytest.raises(DataError, match=r"image file\(s\) missing .*train_0000.jpg"):
+        TinyPersonDataset(train, tmp_path)
+
+
+def test_wrong_size_and_undecodable_image(synthetic, tmp_path):
+    root, train = synthetic
+    coco = json.loads(train.read_text())
+    coco["images"][0]["width"] += 8
+    (tmp_path / "wrong.json").write_text(json.dumps(coco))
+    dataset = TinyPersonDataset(tmp_path / "wrong.json", root / "images", train=False)
+    with pytest.raises(DataError, match="train_0000.jpg: decoded size .* does not match"):
+        dataset[0]
+    (tmp_path / "train_0000.jpg").write_bytes(b"not a jpeg")
+    for other in coco["images"][1:]:
+        (tmp_path / other["file_name"]).write_bytes(b"")
+    broken = TinyPersonDataset(train, tmp_path, train=False)
+    with pytest.raises(DataError, match="train_0000.jpg: cannot decode image"):
+        broken[0]

@@ -1,0 +1,99 @@
+"""Image decoding, flip, normalisation, padding and batching for the detectors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+from tinyfast.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """(pixel - mean) / std on the 0-255 scale, in RGB or (caffe) BGR channel order."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool
+
+
+NORMALIZATIONS: dict[str, Normalization] = {
+    # torchvision/ImageNet RGB statistics on the 0-255 scale (mmdetection's default img_norm_cfg).
+    "torchvision": Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), bgr=False),
+    # caffe-style ResNet (Adap FCOS): BGR mean, std 1.
+    "caffe": Normalization((103.53, 116.28, 123.675), (1.0, 1.0, 1.0), bgr=True),
+}
+
+
+def read_image(path: str) -> torch.Tensor:
+    """Decode a file to uint8 RGB CHW; an unreadable file is a DataError naming it."""
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e})") from None
+
+
+def normalize(image: torch.Tensor, style: str | Normalization) -> torch.Tensor:
+    """uint8 (or 0-255 float) RGB CHW -> float32 normalised, in the style's channel order."""
+    norm = NORMALIZATIONS[style] if isinstance(style, str) else style
+    image = image.float()
+    if norm.bgr:
+        image = image.flip(0)
+    mean = torch.tensor(norm.mean).view(3, 1, 1)
+    std = torch.tensor(norm.std).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Mirror x1y1x2y2 boxes in an image `width` pixels wide."""
+    flipped = boxes.clone()
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return flipped
+
+
+def paint_mean(image: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """The reference's "erase": fill each x1y1x2y2 region with its own mean colour (means taken first)."""
+    _, height, width = image.shape
+    boxes = []
+    for x1, y1, x2, y2 in regions.tolist():
+        xa, ya = max(0, math.floor(x1)), max(0, math.floor(y1))
+        xb, yb = min(width, math.ceil(x2)), min(height, math.ceil(y2))
+        if xb > xa and yb > ya:
+            boxes.append((xa, ya, xb, yb))
+    means = [image[:, ya:yb, xa:xb].float().mean(dim=(1, 2)).round() for xa, ya, xb, yb in boxes]
+    out = image.clone()
+    for (xa, ya, xb, yb), mean in zip(boxes, means, strict=True):
+        out[:, ya:yb, xa:xb] = mean.to(image.dtype).view(-1, 1, 1)
+    return out
+
+
+def pad_to_multiple(images: list[torch.Tensor], divisor: int = 32, value: float = 0.0) -> torch.Tensor:
+    """Stack CHW images into one NCHW batch, padded at the bottom/right to a common multiple of `divisor`."""
+    height = max(img.shape[1] for img in images)
+    width = max(img.shape[2] for img in images)
+    height, width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
+    batch = images[0].new_full((len(images), images[0].shape[0], height, width), value)
+    for i, img in enumerate(images):
+        batch[i, :, : img.shape[1], : img.shape[2]] = img
+    return batch
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # N x 3 x H x W, H and W multiples of the divisor
+    targets: list[dict]
+    image_sizes: list[tuple[int, int]]  # (h, w) of each image before padding
+
+
+def collate(items: list[tuple[torch.Tensor, dict]], size_divisor: int = 32) -> Batch:
+    """DataLoader collate_fn: pad variable-size images (value 0, i.e. after normalisation) into one batch."""
+    images = [img for img, _ in items]
+    return Batch(
+        images=pad_to_multiple(images, size_divisor),
+        targets=[target for _, target in items],
+        image_sizes=[(img.shape[1], img.shape[2]) for img in images],
+    )
