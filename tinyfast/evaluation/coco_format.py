@@ -1,0 +1,195 @@
+"""Reading a COCO ground-truth json and a COCO results list into columnar numpy arrays, with checks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import operator
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+JsonLike = str | os.PathLike | Mapping[str, Any]
+ResultsLike = str | os.PathLike | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The annotations of a COCO ground truth, in file order, with images and categories as indices."""
+
+    image_ids: list[Hashable]  # sorted, as pycocotools orders them
+    category_ids: list[Hashable]  # sorted
+    image_index: np.ndarray  # [n] int64, index into image_ids
+    category_index: np.ndarray  # [n] int64, index into category_ids
+    boxes: np.ndarray  # [n, 4] float64, x y w h
+    areas: np.ndarray  # [n] float64, the `area` field (size ranges use it, not the box)
+    crowd: np.ndarray  # [n] bool, iscrowd: IoU against it is intersection over detection area
+    ignore: np.ndarray  # [n] bool, iscrowd or one of the ignore flags
+    id_is_zero: np.ndarray  # [n] bool (pycocotools counts a match to annotation id 0 as no match)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """A COCO results list, in list order."""
+
+    image_index: np.ndarray  # [n] int64
+    category_index: np.ndarray  # [n] int64
+    boxes: np.ndarray  # [n, 4] float64
+    scores: np.ndarray  # [n] float64
+
+
+def _read_json(source: Any) -> Any:
+    if isinstance(source, str | os.PathLike):
+        with open(source) as file:
+            return json.load(file)
+    return source
+
+
+def _unique_ids(entries: Sequence[Mapping[str, Any]], what: str) -> list[Hashable]:
+    try:
+        ids = [entry["id"] for entry in entries]
+    except (KeyError, TypeError):
+        raise ValueError(f"every entry of '{what}' needs an 'id'") from None
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"'{what}' has duplicate ids")
+    return sorted(ids)
+
+
+_COLLECTION = {"image_id": "images", "category_id": "categories"}
+
+
+def _positions(keys: list[Hashable], sorted_ids: list[Hashable], field: str, where: str) -> np.ndarray:
+    """Index of every key in sorted_ids; ValueError naming the first key that is not there."""
+    key_array = np.asarray(keys) if keys else np.zeros(0, np.int64)
+    id_array = np.asarray(sorted_ids)
+    if key_array.dtype.kind in "iu" and id_array.dtype.kind in "iu" and key_array.ndim == 1:
+        position = np.minimum(np.searchsorted(id_array, key_array), max(len(id_array) - 1, 0))
+        found = id_array[position] == key_array if len(id_array) else np.zeros(len(keys), bool)
+        if found.all():
+            return position.astype(np.int64)
+        bad = int(np.flatnonzero(~found)[0])
+        raise ValueError(
+            f"{where}[{bad}].{field} = {keys[bad]!r} is not an id in the ground truth's {_COLLECTION[field]}"
+        )
+    lookup = {key: position for position, key in enumerate(sorted_ids)}
+    try:
+        return np.fromiter((lookup[key] for key in keys), dtype=np.int64, count=len(keys))
+    except (KeyError, TypeError):
+        bad = next(i for i, key in enumerate(keys) if not isinstance(key, Hashable) or key not in lookup)
+        raise ValueError(
+            f"{where}[{bad}].{field} = {keys[bad]!r} is not an id in the ground truth's {_COLLECTION[field]}"
+        ) from None
+
+
+def _check_boxes(boxes: np.ndarray, where: str) -> None:
+    bad_values = ~np.isfinite(boxes).all(axis=1)
+    bad_sizes = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    for bad, problem in (
+        (bad_values, "has a non-finite value"),
+        (bad_sizes, "has a negative width or height"),
+    ):
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{where}[{index}].bbox = {boxes[index].tolist()} {problem}")
+
+
+def _column(records: Sequence[Mapping[str, Any]], field: str, where: str) -> list[Any]:
+    try:
+        return list(map(operator.itemgetter(field), records))
+    except (KeyError, TypeError):
+        bad = next(i for i, r in enumerate(records) if not isinstance(r, Mapping) or field not in r)
+        raise ValueError(f"{where}[{bad}] has no '{field}'") from None
+
+
+def _box_array(records: Sequence[Mapping[str, Any]], where: str) -> np.ndarray:
+    raw = _column(records, "bbox", where)
+    try:
+        lengths = np.fromiter(map(len, raw), np.int64, count=len(raw))
+        if (lengths != 4).any():
+            raise ValueError
+        boxes = np.fromiter(itertools.chain.from_iterable(raw), np.float64, count=4 * len(raw)).reshape(-1, 4)
+    except (ValueError, TypeError):
+        bad = next(i for i, box in enumerate(raw) if not _is_box(box))
+        raise ValueError(f"{where}[{bad}].bbox = {raw[bad]!r} is not [x, y, w, h]") from None
+    _check_boxes(boxes, where)
+    return boxes
+
+
+def _is_box(value: Any) -> bool:
+    return isinstance(value, Sequence) and len(value) == 4 and all(_is_number(v) for v in value)
+
+
+def _number_array(values: list[Any], field: str, where: str) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64).reshape(len(values))
+    except (ValueError, TypeError):
+        bad = next(i for i, v in enumerate(values) if np.asarray(v).shape != () or not _is_number(v))
+        raise ValueError(f"{where}[{bad}].{field} = {values[bad]!r} is not a number") from None
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore", "uncertain")) -> GroundTruth:
+    """Read a COCO ground truth (path or dict). A GT is ignored when ``iscrowd`` or any flag is truthy."""
+    data = _read_json(source)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"the ground truth has no '{key}'")
+    image_ids = _unique_ids(data["images"], "images")
+    category_ids = _unique_ids(data["categories"], "categories")
+    annotations = data["annotations"]
+    where = "annotations"
+    annotation_ids = _column(annotations, "id", where)
+    if len(set(annotation_ids)) != len(annotation_ids):
+        raise ValueError("'annotations' has duplicate ids")
+    boxes = _box_array(annotations, where) if annotations else np.zeros((0, 4))
+    areas = _number_array(_column(annotations, "area", where), "area", where)
+    bad_area = ~np.isfinite(areas) | (areas < 0)
+    if bad_area.any():
+        index = int(np.flatnonzero(bad_area)[0])
+        raise ValueError(f"{where}[{index}].area = {areas[index]} is not a finite non-negative number")
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
+    flagged = np.array([any(a.get(flag, 0) for flag in ignore_flags) for a in annotations], dtype=bool)
+    return GroundTruth(
+        image_ids=image_ids,
+        category_ids=category_ids,
+        image_index=_positions(_column(annotations, "image_id", where), image_ids, "image_id", where),
+        category_index=_positions(
+            _column(annotations, "category_id", where), category_ids, "category_id", where
+        ),
+        boxes=boxes,
+        areas=areas,
+        crowd=crowd,
+        ignore=crowd | flagged,
+        id_is_zero=np.array([annotation_id == 0 for annotation_id in annotation_ids], dtype=bool),
+    )
+
+
+def load_results(source: ResultsLike, ground_truth: GroundTruth) -> Detections:
+    """Read a COCO results list (path or list). Bad entries raise ValueError naming the entry and field."""
+    results = _read_json(source)
+    if not isinstance(results, Sequence) or isinstance(results, str | bytes):
+        raise ValueError("results must be a list of {image_id, category_id, bbox, score}")
+    where = "results"
+    scores = _number_array(_column(results, "score", where), "score", where)
+    if np.isnan(scores).any():
+        raise ValueError(f"{where}[{int(np.flatnonzero(np.isnan(scores))[0])}].score is NaN")
+    return Detections(
+        image_index=_positions(
+            _column(results, "image_id", where), ground_truth.image_ids, "image_id", where
+        ),
+        category_index=_positions(
+            _column(results, "category_id", where), ground_truth.category_ids, "category_id", where
+        ),
+        boxes=_box_array(results, where) if len(results) else np.zeros((0, 4)),
+        scores=scores,
+    )
