@@ -1,6 +1,6 @@
-// Batched NMS on the CPU. Boxes are bucketed by group; each group is ranked by score and swept by x1 in
-// parallel; the shared sweep lists, for every box, the boxes that can suppress it; greedy NMS then walks
-// each group in rank order; the kept boxes of all groups are merged by score.
+// Batched NMS on the CPU. Boxes are bucketed by group; groups run in parallel, each ranked by score and
+// walked greedily, a box compared only with the kept boxes of the grid cells it covers; the kept boxes of
+// all groups are then merged by score.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -11,12 +11,10 @@
 #include <vector>
 
 #include "ops/batched_nms.h"
-#include "ops/batched_nms_sweep.h"
+#include "ops/cpu/kept_box_grid.h"
 
 namespace tinyfast {
 namespace {
-
-constexpr int64_t kSweepGrain = 1024;
 
 // Box indices grouped by group id (groups ascending, indices ascending within a group), and the first
 // position of every group plus n at the end.
@@ -48,20 +46,16 @@ void bucket_by_group(const int64_t* idxs, int32_t n, std::vector<int32_t>& bucke
 
 template <typename T>
 struct RankedGroups {
-  std::vector<int32_t> order;     // original index of each rank
-  std::vector<int32_t> starts;    // first rank of each group, then n
-  std::vector<T> x_boxes;         // [n, 4] sorted by (group, x1, rank)
-  std::vector<int64_t> x_groups;  // in x order
-  std::vector<int32_t> x_ranks;   // in x order
+  std::vector<int32_t> order;   // original index of each rank
+  std::vector<int32_t> starts;  // first rank of each group, then n
+  std::vector<T> boxes;         // [n, 4] by rank
 };
 
 template <typename T>
 RankedGroups<T> rank_groups(const T* boxes, const double* scores, const int64_t* idxs, int32_t n) {
   RankedGroups<T> ranked;
   bucket_by_group(idxs, n, ranked.order, ranked.starts);
-  ranked.x_boxes.resize(4 * static_cast<size_t>(n));
-  ranked.x_groups.resize(n);
-  ranked.x_ranks.resize(n);
+  ranked.boxes.resize(4 * static_cast<size_t>(n));
   const int64_t num_groups = static_cast<int64_t>(ranked.starts.size()) - 1;
   at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
@@ -74,40 +68,27 @@ RankedGroups<T> rank_groups(const T* boxes, const double* scores, const int64_t*
         by_score[k] = {-scores[order[k]], order[k]};
       }
       std::sort(by_score.begin(), by_score.end());
-      std::vector<std::pair<T, int32_t>> by_x1(size);
       for (int32_t k = 0; k < size; ++k) {
         order[k] = by_score[k].second;
-        by_x1[k] = {boxes[4 * static_cast<int64_t>(order[k])], first + k};
-      }
-      std::sort(by_x1.begin(), by_x1.end());
-      for (int32_t k = 0; k < size; ++k) {
-        const int32_t rank = by_x1[k].second;
-        const int64_t index = ranked.order[rank];
-        std::copy_n(boxes + 4 * index, 4, ranked.x_boxes.data() + 4 * static_cast<int64_t>(first + k));
-        ranked.x_groups[first + k] = idxs[index];
-        ranked.x_ranks[first + k] = rank;
+        std::copy_n(boxes + 4 * static_cast<int64_t>(order[k]), 4, ranked.boxes.data() + 4 * static_cast<int64_t>(first + k));
       }
     }
   });
   return ranked;
 }
 
-// Greedy NMS on ranks [begin, end) of one group: a box is kept iff none of its suppressors was kept.
-void keep_greedily(
-    int32_t begin,
-    int32_t end,
-    const int64_t* offsets,
-    const int32_t* counts,
-    const int32_t* edges,
-    int64_t max_per_group,
-    uint8_t* kept) {
+// Greedy NMS on the boxes of one group, by rank: a box is kept iff no kept box has IoU > threshold with it.
+template <typename T>
+void keep_greedily(const T* boxes, int32_t count, double iou_threshold, int64_t max_per_group, uint8_t* kept) {
+  KeptBoxGrid<T> grid(boxes, count);
   int64_t kept_count = 0;
-  for (int32_t r = begin; r < end && kept_count != max_per_group; ++r) {
-    bool suppressed = false;
-    for (int64_t e = offsets[r]; e < offsets[r] + counts[r] && !suppressed; ++e) {
-      suppressed = kept[edges[e]];
-    }
-    if (!suppressed) {
+  for (int32_t r = 0; r < count && kept_count != max_per_group; ++r) {
+    const T* box = boxes + 4 * static_cast<int64_t>(r);
+    if (!has_positive_extent(box)) {  // never suppressed, suppresses nothing
+      kept[r] = 1;
+      ++kept_count;
+    } else if (!grid.suppresses(r, iou_threshold)) {
+      grid.add(r);
       kept[r] = 1;
       ++kept_count;
     }
@@ -116,44 +97,14 @@ void keep_greedily(
 
 template <typename T>
 std::vector<uint8_t> keep_by_rank(const RankedGroups<T>& ranked, double iou_threshold, int64_t max_per_group) {
-  const int32_t n = static_cast<int32_t>(ranked.order.size());
-  const NmsSweep<T> sweep{ranked.x_boxes.data(), ranked.x_groups.data(), ranked.x_ranks.data(), n, iou_threshold};
-
-  // One sweep: each chunk of x positions collects its (suppressed, suppressor) pairs; then they are
-  // bucketed by the suppressed box.
-  const int64_t num_chunks = (n + kSweepGrain - 1) / kSweepGrain;
-  std::vector<std::vector<std::pair<int32_t, int32_t>>> pairs(num_chunks);
-  at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int32_t last = static_cast<int32_t>(std::min<int64_t>(n, (chunk + 1) * kSweepGrain));
-      for (int32_t xp = static_cast<int32_t>(chunk * kSweepGrain); xp < last; ++xp) {
-        sweep.visit(xp, [&](int32_t lower, int32_t higher) { pairs[chunk].emplace_back(lower, higher); });
-      }
-    }
-  });
-  std::vector<int32_t> counts(n, 0);
-  for (const auto& chunk_pairs : pairs) {
-    for (const auto& [lower, higher] : chunk_pairs) {
-      ++counts[lower];
-    }
-  }
-  std::vector<int64_t> offsets(n + 1, 0);
-  std::partial_sum(counts.begin(), counts.end(), offsets.begin() + 1);
-  std::vector<int32_t> edges(offsets[n]);
-  std::vector<int64_t> cursors(offsets.begin(), offsets.end() - 1);
-  for (const auto& chunk_pairs : pairs) {
-    for (const auto& [lower, higher] : chunk_pairs) {
-      edges[cursors[lower]++] = higher;
-    }
-  }
-
-  std::vector<uint8_t> kept(n, 0);
+  std::vector<uint8_t> kept(ranked.order.size(), 0);
   const int64_t num_groups = static_cast<int64_t>(ranked.starts.size()) - 1;
   at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
+      const int32_t first = ranked.starts[g];
       keep_greedily(
-          ranked.starts[g], ranked.starts[g + 1], offsets.data(), counts.data(), edges.data(), max_per_group,
-          kept.data());
+          ranked.boxes.data() + 4 * static_cast<int64_t>(first), ranked.starts[g + 1] - first, iou_threshold,
+          max_per_group, kept.data() + first);
     }
   });
   return kept;

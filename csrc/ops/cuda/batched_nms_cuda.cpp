@@ -49,6 +49,7 @@ at::Tensor order_by_score(const at::Tensor& kept_ascending, const at::Tensor& sc
 constexpr int64_t kEdgesPerBoxGuess = 16;
 
 struct Suppressors {
+  int64_t capacity;
   at::Tensor counts;   // [n] int32
   at::Tensor offsets;  // [n] int64, exclusive prefix sum of counts
   at::Tensor edges;    // [capacity] int32
@@ -62,6 +63,7 @@ Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, i
       ranked.x_boxes.data_ptr<T>(), ranked.x_groups.data_ptr<int64_t>(), ranked.x_ranks.data_ptr<int32_t>(), n,
       iou_threshold};
   Suppressors result;
+  result.capacity = capacity;
   result.counts = at::zeros({n}, ranked.x_ranks.options());
   cuda::launch_count_suppressors(sweep, result.counts.data_ptr<int32_t>(), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -99,7 +101,7 @@ at::Tensor resolve(const RankedBoxes& ranked, const Suppressors& suppressors, in
   at::Tensor kept_by_index = at::zeros({n}, groups.options().dtype(at::kBool));
   cuda::launch_resolve_groups(
       suppressors.offsets.data_ptr<int64_t>(), suppressors.counts.data_ptr<int32_t>(),
-      suppressors.edges.data_ptr<int32_t>(), group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
+      suppressors.edges.data_ptr<int32_t>(), suppressors.capacity, group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
       max_per_group, ranked.order.data_ptr<int64_t>(), state.data_ptr<int8_t>(), kept_by_index.data_ptr<bool>(),
       stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -68,6 +68,7 @@ __device__ void resolve_group(
     const int64_t* offsets,
     const int32_t* counts,
     const int32_t* edges,
+    int64_t capacity,
     volatile int8_t* state) {
   __shared__ int any_undecided;
   while (true) {
@@ -80,7 +81,9 @@ __device__ void resolve_group(
         continue;
       }
       int8_t verdict = kKept;
-      for (int64_t e = offsets[r]; e < offsets[r] + counts[r]; ++e) {
+      // Past the capacity the lists were not written; the host then rebuilds them and runs this again.
+      const int64_t last = min(offsets[r] + counts[r], capacity);
+      for (int64_t e = offsets[r]; e < last; ++e) {
         const int8_t suppressor = state[edges[e]];
         if (suppressor == kKept) {
           verdict = kSuppressed;
@@ -140,6 +143,7 @@ __global__ void __launch_bounds__(kThreads) resolve_groups_kernel(
     const int64_t* offsets,
     const int32_t* counts,
     const int32_t* edges,
+    int64_t capacity,
     const int32_t* group_starts,
     const int32_t* starts_so_far,
     int32_t n,
@@ -151,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) resolve_groups_kernel(
   for (int32_t g = blockIdx.x; g < num_groups; g += gridDim.x) {
     const int32_t begin = group_starts[g];
     const int32_t end = group_starts[g + 1];
-    resolve_group(begin, end, offsets, counts, edges, state);
+    resolve_group(begin, end, offsets, counts, edges, capacity, state);
     mark_kept(begin, end, max_per_group, order, state, kept_by_index);
   }
 }
@@ -196,6 +200,7 @@ void launch_resolve_groups(
     const int64_t* offsets,
     const int32_t* counts,
     const int32_t* edges,
+    int64_t capacity,
     const int32_t* group_starts,
     const int32_t* starts_so_far,
     int32_t n,
@@ -207,7 +212,7 @@ void launch_resolve_groups(
   // The number of groups lives on the device; blocks beyond it return at once.
   const int blocks = n < kMaxResolveBlocks ? n : kMaxResolveBlocks;
   resolve_groups_kernel<<<blocks, kThreads, 0, stream>>>(
-      offsets, counts, edges, group_starts, starts_so_far, n, max_per_group, order, state, kept_by_index);
+      offsets, counts, edges, capacity, group_starts, starts_so_far, n, max_per_group, order, state, kept_by_index);
 }
 
 void launch_compact_kept(const bool* kept_by_index, const int64_t* kept_so_far, int64_t n, int64_t* out, cudaStream_t stream) {

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "ops/batched_nms_sweep.h"
+#include "ops/cuda/batched_nms_sweep.h"
 
 namespace tinyfast {
 namespace cuda {
@@ -37,6 +37,7 @@ void launch_resolve_groups(
     const int64_t* offsets,
     const int32_t* counts,
     const int32_t* edges,
+    int64_t capacity,
     const int32_t* group_starts,
     const int32_t* starts_so_far,
     int32_t n,

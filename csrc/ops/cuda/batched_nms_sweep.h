@@ -1,4 +1,6 @@
-// The part of batched NMS shared by the CPU and CUDA kernels: finding which boxes can suppress which.
+// The CUDA kernel's way of finding which boxes can suppress which: a sweep by x1 that lists every pair of
+// one group with IoU > threshold, one thread per box, so that greedy NMS can then be resolved in parallel.
+// (The CPU kernel, sequential per group, compares each box with the kept boxes only: kept_box_grid.h.)
 // Header-only and free of torch headers so that the .cu files that include it compile in seconds.
 #pragma once
 
