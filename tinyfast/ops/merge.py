@@ -67,7 +67,9 @@ def merge_tiles(
     """
     boxes = _as_tensor("boxes", boxes)
     if boxes.dtype not in (torch.float32, torch.float64):
-        boxes = boxes.float() if boxes.is_floating_point() else _fail(f"boxes must be floating, got {boxes.dtype}")
+        if not boxes.is_floating_point():
+            _fail(f"boxes must be floating, got {boxes.dtype}")
+        boxes = boxes.float()
     device, dtype = boxes.device, boxes.dtype
     tiles = _as_tensor("tiles", tiles)
     num_tiles = tiles.shape[0] if tiles.dim() == 2 else -1
@@ -145,9 +147,7 @@ def _count(name: str, value) -> int:
 
 
 @torch.library.register_fake("tinyfast::merge_tiles")
-def _merge_tiles_fake(boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes,
-                      score_threshold, iou_threshold, class_agnostic, max_per_image, truncated, truncated_iof,
-                      truncated_factor):  # fmt: skip
+def _merge_tiles_fake(boxes, scores, labels, *_):
     torch._check(boxes.dim() == 2 and boxes.shape[1] == 4)
     kept = torch.library.get_ctx().new_dynamic_size()
     return (
