@@ -12,6 +12,11 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(tinyfast, m) {
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, int max_per_group) -> Tensor");
+  m.def(
+      "merge_tiles(Tensor boxes, Tensor scores, Tensor labels, Tensor tile_index, Tensor tiles, "
+      "Tensor tile_scales, Tensor tile_flips, Tensor tile_image, Tensor image_sizes, float score_threshold, "
+      "float iou_threshold, bool class_agnostic, int max_per_image, str truncated, float truncated_iof, "
+      "float truncated_factor) -> (Tensor boxes, Tensor scores, Tensor labels, Tensor image_index)");
   m.def("built_with_cuda() -> bool", []() {
 #ifdef TINYFAST_WITH_CUDA
     return true;

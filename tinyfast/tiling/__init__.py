@@ -1,5 +1,16 @@
-"""Tiling of full images into the overlapping crops used for tiled inference."""
+"""Tiled inference on full images: the reference's tile grid, the detector contract, the merge policies."""
 
+from tinyfast.tiling.detector import TileDetector, TileSettings, TorchvisionDetector
 from tinyfast.tiling.grid import tile_grid
+from tinyfast.tiling.inference import MergePolicy, detect_images, merge_policy, write_coco_results
 
-__all__ = ["tile_grid"]
+__all__ = [
+    "MergePolicy",
+    "TileDetector",
+    "TileSettings",
+    "TorchvisionDetector",
+    "detect_images",
+    "merge_policy",
+    "tile_grid",
+    "write_coco_results",
+]

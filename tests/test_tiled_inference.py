@@ -1,0 +1,159 @@
+"""Tiled inference end to end with a fake detector that finds painted persons in each tile."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from tinyfast.tiling import TileSettings, TorchvisionDetector, detect_images, merge_policy, write_coco_results
+
+IMAGE_SIZE = (1000, 700)  # tiles x in [0, 640) and [360, 1000), y in [0, 512) and [188, 700)
+
+
+FIRST_ID = 1000  # bilinear resizing blends a person's edge with the background into values below any id
+
+
+def painted_image(persons):
+    """Channel 0 holds FIRST_ID + k inside person k's box (integer pixel coordinates), 0 elsewhere."""
+    width, height = IMAGE_SIZE
+    image = torch.zeros(3, height, width)
+    for k, (x1, y1, x2, y2) in enumerate(persons):
+        image[0, y1:y2, x1:x2] = FIRST_ID + k
+    return image
+
+
+class PaintedPersonDetector:
+    """Returns the bounding box of every painted person visible in a tile (jittered by ``jitter`` px),
+    scored 0.9 - 0.01 * k, 0.2 less when the box touches the tile's edge (as a detector is less sure of a
+    cut person). Records the batch shapes and settings it was called with."""
+
+    def __init__(self, jitter=0.0):
+        self.jitter = jitter
+        self.calls = []
+
+    def __call__(self, tiles, settings):
+        self.calls.append((tuple(tiles.shape), settings))
+        results = []
+        for tile in tiles:
+            height, width = tile.shape[-2:]
+            boxes, scores = [], []
+            for value in tile[0].unique().tolist():
+                if value < FIRST_ID or value != int(value):
+                    continue
+                ys, xs = torch.nonzero(tile[0] == value, as_tuple=True)
+                box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+                cut = box[0] == 0 or box[1] == 0 or box[2] == width or box[3] == height
+                boxes.append(box + self.jitter * torch.tensor([1.0, -1.0, -1.0, 1.0]))
+                scores.append(0.9 - 0.01 * (value - FIRST_ID) - (0.2 if cut else 0.0))
+            results.append(
+                {
+                    "boxes": torch.stack(boxes) if boxes else torch.empty(0, 4),
+                    "scores": torch.tensor(scores),
+                    "labels": torch.zeros(len(boxes), dtype=torch.int64),
+                }
+            )
+        return results
+
+
+PERSONS = [
+    (100, 100, 112, 120),  # inside tile (0, 0) only
+    (620, 300, 650, 320),  # cut by the right side of the first tile column (20 of 30 px visible)
+    (700, 495, 712, 519),  # cut by the bottom of the first tile row (17 of 24 px visible)
+    (980, 680, 1000, 700),  # at the image corner
+]
+
+
+def assert_found_once_each(found, persons, tolerance=1.0):
+    assert len(found["boxes"]) == len(persons), found["boxes"].tolist()
+    expected = torch.tensor(persons, dtype=torch.float32)
+    iou = torchvision.ops.box_iou(found["boxes"], expected)
+    assert bool((iou.max(dim=0).values > 0.8).all())
+    matched = expected[iou.argmax(dim=1)]
+    assert float((found["boxes"] - matched).abs().max()) <= tolerance
+
+
+@pytest.mark.parametrize("policy", ["during", "after"])
+def test_each_person_is_detected_once_across_tiles(policy):
+    detector = PaintedPersonDetector(jitter=0.5)
+    (found,) = detect_images(detector, [painted_image(PERSONS)], policy)
+    assert_found_once_each(found, PERSONS)
+
+
+def test_flip_and_scale_augmentation_find_the_same_persons():
+    detector = PaintedPersonDetector()
+    (found,) = detect_images(detector, [painted_image(PERSONS)], "during", scales=(1.0, 2.0), flips=True)
+    assert_found_once_each(found, PERSONS, tolerance=1.0)
+    assert {shape[-2:] for shape, _ in detector.calls} == {(512, 640), (1024, 1280)}
+
+
+def test_a_barely_visible_truncated_part_is_dropped_with_border_handling():
+    persons = [(630, 300, 650, 320)]  # 10 of 20 px in the first column: IoU 0.5 with the whole, not > 0.5
+    image = painted_image(persons)
+    (kept,) = detect_images(PaintedPersonDetector(), [image], "during")
+    assert len(kept["boxes"]) == 2  # the reference keeps the truncated duplicate
+    (found,) = detect_images(PaintedPersonDetector(), [image], "during", truncated="drop")
+    assert_found_once_each(found, persons)
+
+
+def test_tiles_of_several_images_share_forward_passes():
+    detector = PaintedPersonDetector()
+    images = [painted_image(PERSONS), painted_image(PERSONS[:1]), painted_image([])]
+    found = detect_images(detector, images, "during", tile_batch_size=5)
+    assert [len(f["boxes"]) for f in found] == [4, 1, 0]
+    assert [shape[0] for shape, _ in detector.calls] == [5, 5, 2]  # 12 tiles, 5 at a time
+
+
+def test_policies_pass_their_per_tile_settings():
+    during, after = merge_policy("during"), merge_policy("after")
+    assert during.tile_settings == TileSettings(nms_pre=1000, per_tile_nms=False)
+    assert (during.max_per_image, during.class_agnostic) == (1000, False)
+    assert after.tile_settings.max_per_tile == 200 and after.tile_settings.per_tile_nms
+    assert (after.max_per_image, after.class_agnostic, after.iou_threshold) == (None, True, 0.5)
+    two_stage = merge_policy("during", dense_head=False)
+    assert two_stage.tile_settings.per_tile_nms and two_stage.max_per_image is None
+    detector = PaintedPersonDetector()
+    detect_images(detector, [painted_image(PERSONS)], "after")
+    assert all(settings == after.tile_settings for _, settings in detector.calls)
+
+
+def test_small_images_get_one_smaller_tile():
+    image = torch.zeros(3, 1, 1)
+    detector = PaintedPersonDetector()
+    assert detect_images(detector, [image], "during")[0]["boxes"].shape == (0, 4)
+    assert detector.calls[0][0] == (1, 3, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"overlap": (640, 100)}, "overlap"),
+        ({"tile_batch_size": 0}, "tile_batch_size"),
+        ({"scales": (0.0,)}, "scales"),
+        ({"policy": "sometimes"}, "name must be"),
+    ],
+)
+def test_bad_arguments_raise_value_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        detect_images(PaintedPersonDetector(), [painted_image(PERSONS)], **options)
+
+
+def test_coco_results_are_written_for_full_images(tmp_path):
+    (found,) = detect_images(PaintedPersonDetector(), [painted_image(PERSONS)], "during")
+    results = write_coco_results([found], [42], tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert {r["image_id"] for r in results} == {42} and len(results) == 4
+    assert results[0]["bbox"] == [100.0, 100.0, 12.0, 20.0] and results[0]["category_id"] == 1
+
+
+def test_torchvision_detector_adapter_applies_the_settings():
+    model = torchvision.models.detection.fcos_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=2, min_size=128, max_size=160
+    )
+    detector = TorchvisionDetector(model)
+    settings = TileSettings(nms_pre=50, per_tile_nms=False, max_per_tile=7)
+    outputs = detector(torch.rand(2, 3, 128, 160), settings)
+    assert len(outputs) == 2 and all(len(o["boxes"]) <= 7 for o in outputs)
+    assert (model.topk_candidates, model.nms_thresh, model.detections_per_img) == (50, 1.0, 7)
+    detector(torch.rand(1, 3, 128, 160), TileSettings())
+    assert model.nms_thresh == 0.6  # the model's own threshold is restored

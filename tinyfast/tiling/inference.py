@@ -1,0 +1,195 @@
+"""Tiled inference on full images: cut tiles (with test-time scales and flips), batch them into the
+detector, merge the tile detections per image with a policy of the reference (protocol section 3)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tinyfast.ops import merge_tiles
+from tinyfast.tiling.detector import TileDetector, TileSettings
+from tinyfast.tiling.grid import tile_grid
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """Per-tile settings for the detector and the settings of the merge on the full image."""
+
+    tile_settings: TileSettings
+    class_agnostic: bool
+    iou_threshold: float
+    max_per_image: int | None
+    score_threshold: float | None
+
+
+def merge_policy(
+    name: str,
+    *,
+    dense_head: bool = True,
+    nms_pre: int = 1000,
+    max_per_img: int | None = None,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+) -> MergePolicy:
+    """The reference's policies with the corrected caps (``max_per_img`` 1000 for "during", 200 for "after").
+
+    - ``"during"`` (run-time crop): dense heads keep ``nms_pre`` candidates per tile and level without
+      threshold or NMS in the tile, then one class-aware NMS, threshold and ``max_per_img`` on the full image;
+      two-stage heads (``dense_head=False``) threshold and NMS per tile, then class-aware NMS across tiles
+      with no cap.
+    - ``"after"`` (offline crop): every tile is an image with its threshold, NMS and ``max_per_img``; then
+      one class-agnostic NMS per full image, no threshold, no cap.
+    """
+    if name == "during" and dense_head:
+        return MergePolicy(
+            tile_settings=TileSettings(nms_pre=nms_pre, per_tile_nms=False),
+            class_agnostic=False,
+            iou_threshold=iou_threshold,
+            max_per_image=1000 if max_per_img is None else max_per_img,
+            score_threshold=score_threshold,
+        )
+    if name == "during":
+        return MergePolicy(
+            tile_settings=TileSettings(nms_pre=nms_pre, per_tile_nms=True, score_threshold=score_threshold),
+            class_agnostic=False,
+            iou_threshold=iou_threshold,
+            max_per_image=max_per_img,
+            score_threshold=None,
+        )
+    if name == "after":
+        cap = 200 if max_per_img is None else max_per_img
+        return MergePolicy(
+            tile_settings=TileSettings(
+                nms_pre=nms_pre, per_tile_nms=True, max_per_tile=cap, score_threshold=score_threshold
+            ),
+            class_agnostic=True,
+            iou_threshold=iou_threshold,
+            max_per_image=None,
+            score_threshold=None,
+        )
+    raise ValueError(f"merge_policy: name must be 'during' or 'after', got {name!r}")
+
+
+@dataclass(frozen=True)
+class _TileView:
+    image: int
+    crop: tuple[int, int, int, int]
+    scale: float
+    flipped: bool
+
+
+def detect_images(
+    detector: TileDetector,
+    images: Sequence[torch.Tensor],
+    policy: str | MergePolicy = "during",
+    *,
+    tile: tuple[int, int] = (640, 512),
+    overlap: tuple[int, int] = (100, 100),
+    scales: Sequence[float] = (1.0,),
+    flips: bool = False,
+    tile_batch_size: int = 8,
+    truncated: str = "keep",
+) -> list[dict[str, torch.Tensor]]:
+    """Detections ``{"boxes", "scores", "labels"}`` per full image (``[3, H, W]`` tensors, any sizes).
+
+    Every image is cut on the reference grid; each tile is seen at every scale in ``scales`` (resized
+    bilinearly) and, with ``flips``, also mirrored. Tiles of the same size from all images go to the detector
+    together, ``tile_batch_size`` at a time; one ``merge_tiles`` call merges the whole batch per ``policy``
+    (a name for ``merge_policy`` or a ``MergePolicy``). ``truncated`` is the merge's border handling.
+    """
+    if isinstance(policy, str):
+        policy = merge_policy(policy)
+    if tile_batch_size < 1:
+        raise ValueError(f"detect_images: tile_batch_size must be >= 1, got {tile_batch_size}")
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"detect_images: scales must be positive numbers, got {list(scales)}")
+    views = [
+        _TileView(index, crop, scale, flipped)
+        for index, image in enumerate(images)
+        for crop in tile_grid(image.shape[-1], image.shape[-2], tile, overlap)
+        for scale in scales
+        for flipped in ((False, True) if flips else (False,))
+    ]
+    by_size = defaultdict(list)
+    pixels = {}
+    for position, view in enumerate(views):
+        pixels[position] = _view_pixels(images[view.image], view)
+        by_size[tuple(pixels[position].shape)].append(position)
+
+    detections: dict[int, dict[str, torch.Tensor]] = {}
+    for positions in by_size.values():
+        for start in range(0, len(positions), tile_batch_size):
+            batch = positions[start : start + tile_batch_size]
+            outputs = detector(torch.stack([pixels[p] for p in batch]), policy.tile_settings)
+            if len(outputs) != len(batch):
+                raise ValueError(
+                    f"detect_images: the detector returned {len(outputs)} results for {len(batch)} tiles"
+                )
+            detections.update(zip(batch, outputs, strict=True))
+    return _merge(images, views, pixels, detections, policy, truncated)
+
+
+def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
+    x1, y1, x2, y2 = view.crop
+    crop = image[:, y1:y2, x1:x2]
+    if view.scale != 1.0:
+        size = (max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale)))
+        crop = F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return crop.flip(-1) if view.flipped else crop
+
+
+def _merge(images, views, pixels, detections, policy, truncated):
+    device = images[0].device if images else torch.device("cpu")
+    counts = [len(detections[p]["boxes"]) for p in range(len(views))]
+    crops = torch.tensor([v.crop for v in views], dtype=torch.float32, device=device)
+    resized = torch.tensor([pixels[p].shape[-1:-3:-1] for p in range(len(views))], dtype=torch.float32)
+    merged = merge_tiles(
+        torch.cat([detections[p]["boxes"].float() for p in range(len(views))]).reshape(-1, 4).to(device),
+        torch.cat([detections[p]["scores"].float() for p in range(len(views))]).to(device),
+        torch.cat([detections[p]["labels"].long() for p in range(len(views))]).to(device),
+        torch.repeat_interleave(torch.arange(len(views), device=device), torch.tensor(counts, device=device)),
+        crops.reshape(-1, 4),
+        torch.tensor([v.image for v in views], dtype=torch.int64, device=device),
+        torch.tensor([[img.shape[-1], img.shape[-2]] for img in images], dtype=torch.float32, device=device),
+        tile_scales=(resized.to(device) / (crops[:, 2:] - crops[:, :2])).reshape(-1, 2),
+        tile_flips=torch.tensor([v.flipped for v in views], dtype=torch.bool, device=device),
+        score_threshold=policy.score_threshold,
+        iou_threshold=policy.iou_threshold,
+        class_agnostic=policy.class_agnostic,
+        max_per_image=policy.max_per_image,
+        truncated=truncated,
+    )
+    return merged.per_image(len(images))
+
+
+def write_coco_results(
+    detections: Sequence[dict[str, torch.Tensor]],
+    image_ids: Sequence[int],
+    path: str | Path,
+    category_ids: Sequence[int] = (1,),
+) -> list[dict]:
+    """Writes (and returns) a COCO results list: ``image_id``, ``category_id`` (label ``k`` becomes
+    ``category_ids[k]``), ``bbox`` ``[x, y, w, h]`` and ``score`` for every detection of every image."""
+    if len(detections) != len(image_ids):
+        raise ValueError(f"write_coco_results: {len(detections)} detections for {len(image_ids)} image ids")
+    results = []
+    for image_id, found in zip(image_ids, detections, strict=True):
+        for (x1, y1, x2, y2), score, label in zip(
+            found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
+        ):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
+    Path(path).write_text(json.dumps(results))
+    return results
