@@ -12,6 +12,10 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(tinyfast, m) {
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, int max_per_group) -> Tensor");
+  m.def(
+      "fcos_targets(Tensor points, int[] level_sizes, float[] strides, float[] regress_lo, float[] regress_hi, "
+      "Tensor gt_boxes, Tensor gt_labels, Tensor gt_counts, int num_classes, float center_sampling_radius, "
+      "bool norm_on_bbox) -> (Tensor labels, Tensor bbox_targets)");
   m.def("built_with_cuda() -> bool", []() {
 #ifdef TINYFAST_WITH_CUDA
     return true;

@@ -1,6 +1,7 @@
 """Compiled ops of tinyfast (``torch.ops.tinyfast.*``), with argument checks and fake kernels."""
 
 from tinyfast.ops._library import cuda_available_in_build
+from tinyfast.ops.fcos import fcos_targets
 from tinyfast.ops.nms import batched_nms
 
-__all__ = ["batched_nms", "cuda_available_in_build"]
+__all__ = ["batched_nms", "cuda_available_in_build", "fcos_targets"]
