@@ -17,6 +17,10 @@ TORCH_LIBRARY(tinyfast, m) {
       "Tensor tile_scales, Tensor tile_flips, Tensor tile_image, Tensor image_sizes, float score_threshold, "
       "float iou_threshold, bool class_agnostic, int max_per_image, str truncated, float truncated_iof, "
       "float truncated_factor) -> (Tensor boxes, Tensor scores, Tensor labels, Tensor image_index)");
+  m.def(
+      "fcos_targets(Tensor points, int[] level_sizes, float[] strides, float[] regress_lo, float[] regress_hi, "
+      "Tensor gt_boxes, Tensor gt_labels, Tensor gt_counts, int num_classes, float center_sampling_radius, "
+      "bool norm_on_bbox) -> (Tensor labels, Tensor bbox_targets)");
   m.def("built_with_cuda() -> bool", []() {
 #ifdef TINYFAST_WITH_CUDA
     return true;

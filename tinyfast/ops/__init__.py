@@ -1,7 +1,8 @@
 """Compiled ops of tinyfast (``torch.ops.tinyfast.*``), with argument checks and fake kernels."""
 
 from tinyfast.ops._library import cuda_available_in_build
+from tinyfast.ops.fcos import fcos_targets
 from tinyfast.ops.merge import MergedDetections, merge_tiles
 from tinyfast.ops.nms import batched_nms
 
-__all__ = ["MergedDetections", "batched_nms", "cuda_available_in_build", "merge_tiles"]
+__all__ = ["MergedDetections", "batched_nms", "cuda_available_in_build", "fcos_targets", "merge_tiles"]

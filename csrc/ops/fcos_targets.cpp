@@ -1,0 +1,292 @@
+#include "ops/fcos_targets.h"
+
+#include <cmath>
+#include <limits>
+
+namespace tinyfast {
+namespace {
+
+// Grid cells per GT of an image (the grid covers the union of its GT boxes), and the most cells a GT is
+// listed in; a larger GT goes to its image's list of large GTs, which every point of the image reads.
+constexpr int64_t kCellsPerGt = 2;
+constexpr int64_t kMaxCellsPerGt = 16;
+
+void check_args(
+    const at::Tensor& points,
+    at::IntArrayRef level_sizes,
+    at::ArrayRef<double> strides,
+    at::ArrayRef<double> range_lo,
+    at::ArrayRef<double> range_hi,
+    const at::Tensor& gt_boxes,
+    const at::Tensor& gt_labels,
+    const at::Tensor& gt_counts,
+    int64_t num_classes,
+    double center_sampling_radius) {
+  TORCH_CHECK_VALUE(
+      points.dim() == 2 && points.size(1) == 2, "fcos_targets: points must have shape [P, 2], got ", points.sizes());
+  TORCH_CHECK_VALUE(
+      at::isFloatingType(points.scalar_type()), "fcos_targets: points must be floating point, got ",
+      points.scalar_type());
+  const size_t num_levels = level_sizes.size();
+  TORCH_CHECK_VALUE(
+      num_levels >= 1 && num_levels <= kFcosMaxLevels, "fcos_targets: level_sizes must have 1 to ", kFcosMaxLevels,
+      " levels, got ", num_levels);
+  TORCH_CHECK_VALUE(
+      strides.size() == num_levels && range_lo.size() == num_levels && range_hi.size() == num_levels,
+      "fcos_targets: strides and regress_ranges must have one entry per level (", num_levels, "), got ",
+      strides.size(), " and ", range_lo.size());
+  int64_t total = 0;
+  for (const int64_t size : level_sizes) {
+    TORCH_CHECK_VALUE(size >= 0, "fcos_targets: level_sizes must be >= 0, got ", level_sizes);
+    total += size;
+  }
+  TORCH_CHECK_VALUE(
+      total == points.size(0), "fcos_targets: level_sizes must sum to P = ", points.size(0), ", got ", total);
+  for (size_t level = 0; level < num_levels; ++level) {
+    TORCH_CHECK_VALUE(
+        std::isfinite(strides[level]) && strides[level] > 0, "fcos_targets: strides must be finite and > 0, got ",
+        strides);
+    TORCH_CHECK_VALUE(
+        !std::isnan(range_lo[level]) && !std::isnan(range_hi[level]),
+        "fcos_targets: regress_ranges must not be NaN");
+  }
+  TORCH_CHECK_VALUE(
+      !std::isnan(center_sampling_radius), "fcos_targets: center_sampling_radius must not be NaN");
+  TORCH_CHECK_VALUE(
+      gt_boxes.dim() == 2 && gt_boxes.size(1) == 4, "fcos_targets: gt_boxes must have shape [G, 4], got ",
+      gt_boxes.sizes());
+  TORCH_CHECK_VALUE(
+      at::isFloatingType(gt_boxes.scalar_type()), "fcos_targets: gt_boxes must be floating point, got ",
+      gt_boxes.scalar_type());
+  TORCH_CHECK_VALUE(
+      gt_labels.dim() == 1 && gt_labels.size(0) == gt_boxes.size(0),
+      "fcos_targets: gt_labels must have shape [G] with G = ", gt_boxes.size(0), " (gt_boxes), got ",
+      gt_labels.sizes());
+  TORCH_CHECK_VALUE(
+      gt_labels.scalar_type() == at::kLong, "fcos_targets: gt_labels must be int64, got ", gt_labels.scalar_type());
+  TORCH_CHECK_VALUE(gt_counts.dim() == 1, "fcos_targets: gt_counts must have shape [B], got ", gt_counts.sizes());
+  TORCH_CHECK_VALUE(
+      gt_counts.scalar_type() == at::kLong, "fcos_targets: gt_counts must be int64, got ", gt_counts.scalar_type());
+  TORCH_CHECK_VALUE(
+      gt_boxes.device() == points.device() && gt_labels.device() == points.device() &&
+          gt_counts.device() == points.device(),
+      "fcos_targets: points, gt_boxes, gt_labels and gt_counts must be on one device, got ", points.device(), ", ",
+      gt_boxes.device(), ", ", gt_labels.device(), " and ", gt_counts.device());
+  TORCH_CHECK_VALUE(num_classes >= 1, "fcos_targets: num_classes must be >= 1, got ", num_classes);
+  TORCH_CHECK_VALUE(
+      gt_boxes.size(0) <= std::numeric_limits<int64_t>::max() / (4 * kMaxCellsPerGt),
+      "fcos_targets: too many GTs");
+
+  // The checks of values: one host sync on a GPU.
+  const at::Tensor facts = at::stack({
+                                         at::isfinite(gt_boxes).all(),
+                                         at::isfinite(points).all(),
+                                         gt_labels.ge(0).logical_and(gt_labels.lt(num_classes)).all(),
+                                         gt_counts.ge(0).all(),
+                                         gt_counts.sum().eq(gt_boxes.size(0)),
+                                     })
+                               .cpu();
+  const bool* fact = facts.data_ptr<bool>();
+  TORCH_CHECK_VALUE(fact[0], "fcos_targets: gt_boxes must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(fact[1], "fcos_targets: points must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(fact[2], "fcos_targets: gt_labels must be in [0, num_classes = ", num_classes, ")");
+  TORCH_CHECK_VALUE(fact[3], "fcos_targets: gt_counts must be >= 0");
+  TORCH_CHECK_VALUE(fact[4], "fcos_targets: gt_counts must sum to G = ", gt_boxes.size(0), " (gt_boxes)");
+}
+
+template <typename T>
+FcosLevels<T> make_levels(
+    at::IntArrayRef level_sizes,
+    at::ArrayRef<double> strides,
+    at::ArrayRef<double> range_lo,
+    at::ArrayRef<double> range_hi,
+    double center_sampling_radius) {
+  FcosLevels<T> levels{};
+  levels.count = static_cast<int32_t>(level_sizes.size());
+  int64_t end = 0;
+  for (int32_t level = 0; level < levels.count; ++level) {
+    end += level_sizes[level];
+    levels.end[level] = end;
+    levels.stride[level] = static_cast<T>(strides[level]);
+    levels.radius[level] = static_cast<T>(strides[level] * center_sampling_radius);
+    levels.range_lo[level] = static_cast<T>(range_lo[level]);
+    levels.range_hi[level] = static_cast<T>(range_hi[level]);
+  }
+  return levels;
+}
+
+// The grid cell of coordinates v along one axis: a monotone function of v (the same ATen operations for
+// GT corners and points), so a point strictly inside a GT box lies in one of the cells the box spans.
+at::Tensor cell_along(
+    const at::Tensor& v,
+    const at::Tensor& origin,
+    const at::Tensor& cells_per_unit,
+    const at::Tensor& cells) {
+  // NaN only from inf * 0 (a union wider than the largest float): then every coordinate maps to cell 0.
+  const at::Tensor cell = (v - origin).mul(cells_per_unit).nan_to_num(0.0).floor().clamp_min(0);
+  return at::minimum(cell, cells - 1).to(at::kLong);
+}
+
+struct Buckets {
+  at::Tensor point_cells;
+  at::Tensor cell_starts;
+  at::Tensor cell_gts;
+  at::Tensor large_cells;
+};
+
+// GT boxes: [G, 4] and points [P, 2] in the compute type. Only boxes with x2 > x1 and y2 > y1 can contain a
+// point; the others are listed nowhere. No host sync: arrays are sized by bounds known from the shapes.
+Buckets bucket_gts(const at::Tensor& boxes, const at::Tensor& counts, const at::Tensor& points) {
+  const int64_t num_images = counts.size(0);
+  const int64_t num_gts = boxes.size(0);
+  const double inf = std::numeric_limits<double>::infinity();
+  const at::Tensor image_of_gt = at::repeat_interleave(counts, std::optional<int64_t>(num_gts));
+  const at::Tensor x1 = boxes.select(1, 0), y1 = boxes.select(1, 1), x2 = boxes.select(1, 2), y2 = boxes.select(1, 3);
+  const at::Tensor has_area = x2.gt(x1).logical_and(y2.gt(y1));
+  const auto bound = [&](const at::Tensor& values, double empty, const char* reduce) {
+    return at::full({num_images}, empty, boxes.options())
+        .scatter_reduce(0, image_of_gt, at::where(has_area, values, empty), reduce, /*include_self=*/true);
+  };
+  // The union of each image's GT boxes (an image without any: an empty union, +inf..-inf).
+  const at::Tensor lo_x = bound(x1, inf, "amin"), lo_y = bound(y1, inf, "amin");
+  const at::Tensor hi_x = bound(x2, -inf, "amax"), hi_y = bound(y2, -inf, "amax");
+
+  // About kCellsPerGt cells per GT, as square as the union allows: nx * ny <= target.
+  const at::Tensor width = (hi_x - lo_x).clamp_min(0), height = (hi_y - lo_y).clamp_min(0);
+  const at::Tensor target = counts.clamp_min(1).mul(kCellsPerGt).to(boxes.scalar_type());
+  const at::Tensor nx = at::minimum(at::sqrt(target * width / height).nan_to_num(1.0).floor().clamp_min(1), target);
+  const at::Tensor ny = (target / nx).floor().clamp_min(1);
+  const at::Tensor x_cells_per_unit = at::where(width.gt(0), nx / width, 0.0);
+  const at::Tensor y_cells_per_unit = at::where(height.gt(0), ny / height, 0.0);
+  const at::Tensor nx_long = nx.to(at::kLong), ny_long = ny.to(at::kLong);
+  // Each image's cells, then one cell listing its large GTs.
+  const at::Tensor cells_per_image = nx_long * ny_long + 1;
+  const at::Tensor cell_offsets = cells_per_image.cumsum(0) - cells_per_image;
+  const at::Tensor large_cells = cell_offsets + nx_long * ny_long;
+  const int64_t cells_bound = kCellsPerGt * (num_gts + num_images) + num_images;
+
+  const auto per_gt = [&](const at::Tensor& per_image) { return per_image.index_select(0, image_of_gt); };
+  const at::Tensor gt_nx = per_gt(nx), gt_ny = per_gt(ny), gt_nx_long = per_gt(nx_long);
+  const at::Tensor gt_lo_x = per_gt(lo_x), gt_lo_y = per_gt(lo_y);
+  const at::Tensor gt_x_cpu = per_gt(x_cells_per_unit), gt_y_cpu = per_gt(y_cells_per_unit);
+  const at::Tensor first_x = cell_along(x1, gt_lo_x, gt_x_cpu, gt_nx);
+  const at::Tensor first_y = cell_along(y1, gt_lo_y, gt_y_cpu, gt_ny);
+  const at::Tensor span_x = (cell_along(x2, gt_lo_x, gt_x_cpu, gt_nx) - first_x + 1).clamp_min(1);
+  const at::Tensor span_y = (cell_along(y2, gt_lo_y, gt_y_cpu, gt_ny) - first_y + 1).clamp_min(1);
+  const at::Tensor spanned = span_x * span_y;
+  const at::Tensor large = spanned.gt(kMaxCellsPerGt);
+
+  // Slot k of a GT is cell (first_x + k % span_x, first_y + k / span_x) of its span; slot 0 of a large GT
+  // is its image's large cell. Unused slots get the key cells_bound, sorted past every cell.
+  const at::Tensor slot = at::arange(kMaxCellsPerGt, counts.options()).unsqueeze(0);
+  const at::Tensor column = first_x.unsqueeze(1) + slot.remainder(span_x.unsqueeze(1));
+  const at::Tensor row = first_y.unsqueeze(1) + slot.div(span_x.unsqueeze(1), "floor");
+  const at::Tensor grid_key = per_gt(cell_offsets).unsqueeze(1) + row * gt_nx_long.unsqueeze(1) + column;
+  const at::Tensor large_key = per_gt(large_cells).unsqueeze(1).expand({num_gts, kMaxCellsPerGt});
+  const at::Tensor listed = has_area.unsqueeze(1).logical_and(
+      at::where(large.unsqueeze(1), slot.eq(0), slot.lt(spanned.unsqueeze(1))));
+  const at::Tensor keys =
+      at::where(listed, at::where(large.unsqueeze(1), large_key, grid_key), cells_bound).flatten();
+  const auto [sorted_keys, order] = keys.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+
+  Buckets buckets;
+  buckets.cell_gts = order.div(kMaxCellsPerGt, "floor").contiguous();
+  buckets.cell_starts = at::searchsorted(sorted_keys, at::arange(cells_bound + 1, counts.options())).contiguous();
+  buckets.large_cells = large_cells.contiguous();
+
+  const at::Tensor px = points.select(1, 0).unsqueeze(0), py = points.select(1, 1).unsqueeze(0);
+  const auto column_of_image = [](const at::Tensor& t) { return t.unsqueeze(1); };
+  const at::Tensor point_column =
+      cell_along(px, column_of_image(lo_x), column_of_image(x_cells_per_unit), column_of_image(nx));
+  const at::Tensor point_row =
+      cell_along(py, column_of_image(lo_y), column_of_image(y_cells_per_unit), column_of_image(ny));
+  // A point on or outside the union's border is strictly inside no GT box.
+  const at::Tensor in_union = px.gt(column_of_image(lo_x))
+                                  .logical_and(px.lt(column_of_image(hi_x)))
+                                  .logical_and(py.gt(column_of_image(lo_y)))
+                                  .logical_and(py.lt(column_of_image(hi_y)));
+  const at::Tensor point_key = column_of_image(cell_offsets) + point_row * column_of_image(nx_long) + point_column;
+  buckets.point_cells = at::where(in_union, point_key, -1).contiguous();
+  return buckets;
+}
+
+template <typename T>
+void run(
+    const at::Tensor& points,
+    const at::Tensor& boxes,
+    const at::Tensor& labels_in,
+    const Buckets& buckets,
+    const FcosLevels<T>& levels,
+    bool center_sampling,
+    bool norm_on_bbox,
+    int64_t num_classes,
+    at::Tensor& labels,
+    at::Tensor& targets,
+    FcosLauncher<T> launch) {
+  FcosProblem<T> problem{};
+  problem.points = points.data_ptr<T>();
+  problem.num_points = points.size(0);
+  problem.gt_boxes = boxes.data_ptr<T>();
+  problem.gt_labels = labels_in.data_ptr<int64_t>();
+  problem.levels = levels;
+  problem.buckets = FcosBuckets{
+      buckets.point_cells.data_ptr<int64_t>(), buckets.cell_starts.data_ptr<int64_t>(),
+      buckets.cell_gts.data_ptr<int64_t>(), buckets.large_cells.data_ptr<int64_t>()};
+  problem.center_sampling = center_sampling;
+  problem.norm_on_bbox = norm_on_bbox;
+  problem.background_label = num_classes;
+  problem.labels = labels.data_ptr<int64_t>();
+  problem.targets = targets.data_ptr<T>();
+  launch(problem, labels.size(0));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> fcos_targets_with(
+    const at::Tensor& points,
+    at::IntArrayRef level_sizes,
+    at::ArrayRef<double> strides,
+    at::ArrayRef<double> range_lo,
+    at::ArrayRef<double> range_hi,
+    const at::Tensor& gt_boxes,
+    const at::Tensor& gt_labels,
+    const at::Tensor& gt_counts,
+    int64_t num_classes,
+    double center_sampling_radius,
+    bool norm_on_bbox,
+    FcosLauncher<float> launch_float,
+    FcosLauncher<double> launch_double) {
+  check_args(
+      points, level_sizes, strides, range_lo, range_hi, gt_boxes, gt_labels, gt_counts, num_classes,
+      center_sampling_radius);
+  const bool use_double = points.scalar_type() == at::kDouble || gt_boxes.scalar_type() == at::kDouble;
+  const auto compute_type = use_double ? at::kDouble : at::kFloat;
+  const int64_t num_images = gt_counts.size(0);
+  const int64_t num_points = points.size(0);
+  if (num_images == 0 || num_points == 0 || gt_boxes.size(0) == 0) {
+    return {
+        at::full({num_images, num_points}, num_classes, gt_labels.options()),
+        at::zeros({num_images, num_points, 4}, points.options().dtype(compute_type))};
+  }
+  const at::Tensor points_c = points.to(compute_type).contiguous();
+  const at::Tensor boxes_c = gt_boxes.to(compute_type).contiguous();
+  const at::Tensor labels_c = gt_labels.contiguous();
+  const Buckets buckets = bucket_gts(boxes_c, gt_counts, points_c);
+  at::Tensor labels = at::empty({num_images, num_points}, gt_labels.options());
+  at::Tensor targets = at::empty({num_images, num_points, 4}, points_c.options());
+  const bool center_sampling = center_sampling_radius > 0;
+  if (use_double) {
+    run<double>(
+        points_c, boxes_c, labels_c, buckets,
+        make_levels<double>(level_sizes, strides, range_lo, range_hi, center_sampling_radius), center_sampling,
+        norm_on_bbox, num_classes, labels, targets, launch_double);
+  } else {
+    run<float>(
+        points_c, boxes_c, labels_c, buckets,
+        make_levels<float>(level_sizes, strides, range_lo, range_hi, center_sampling_radius), center_sampling,
+        norm_on_bbox, num_classes, labels, targets, launch_float);
+  }
+  return {labels, targets};
+}
+
+}  // namespace tinyfast
