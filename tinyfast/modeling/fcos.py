@@ -8,7 +8,7 @@ Differences from torchvision's FCOS that TinyPerson needs: P2 (stride 4) is used
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from tinyfast.modeling.backbone import ResNetFPN
-from tinyfast.ops import fcos_targets
+from tinyfast.ops import batched_nms, fcos_targets
+from tinyfast.tiling.detector import TileSettings
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FCOSConfig:
     # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
     nms_pre: int = 2000
     score_threshold: float = 0.05
-    extra: dict = field(default_factory=dict)
+    nms_iou: float = 0.6
 
 
 class Scale(nn.Module):
@@ -187,8 +188,36 @@ class AdapFCOS(nn.Module):
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
 
     @torch.no_grad()
-    def candidates(self, logits, distances, centerness, points, image_size) -> list[dict[str, Tensor]]:
-        config = self.config
+    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
+        """The `TileDetector` contract of tiled inference. `settings.score_threshold` applies to the raw
+        class score (the reference's `score_thr`); the scores returned are class score x centerness."""
+        config = replace(
+            self.config,
+            nms_pre=self.config.nms_pre if settings.nms_pre is None else settings.nms_pre,
+            score_threshold=(
+                self.config.score_threshold if settings.score_threshold is None else settings.score_threshold
+            ),
+        )
+        self.eval()
+        logits, distances, centerness = self.head(self.backbone(tiles))
+        points = level_points([tuple(level.shape[-2:]) for level in logits], config.strides, tiles.device)
+        found = self.candidates(logits, distances, centerness, points, tiles.shape[-2:], config)
+        if not settings.per_tile_nms and settings.max_per_tile is None:
+            return found
+        cap = -1 if settings.max_per_tile is None else settings.max_per_tile
+        for detections in found:
+            iou = config.nms_iou if settings.per_tile_nms else 1.0
+            keep = batched_nms(detections["boxes"], detections["scores"], detections["labels"], iou)
+            keep = keep[:cap] if cap >= 0 else keep
+            for key in detections:
+                detections[key] = detections[key][keep]
+        return found
+
+    @torch.no_grad()
+    def candidates(
+        self, logits, distances, centerness, points, image_size, config=None
+    ) -> list[dict[str, Tensor]]:
+        config = self.config if config is None else config
         height, width = image_size
         results = []
         for image in range(logits[0].shape[0]):
