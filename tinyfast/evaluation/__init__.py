@@ -37,5 +37,6 @@ Deliberate choices on edge cases:
 
 from tinyfast.evaluation.api import evaluate, precision_recall, summarize
 from tinyfast.evaluation.params import EvalParams, MissRateParams
+from tinyfast.evaluation.report import format_report
 
-__all__ = ["EvalParams", "MissRateParams", "evaluate", "precision_recall", "summarize"]
+__all__ = ["EvalParams", "MissRateParams", "evaluate", "format_report", "precision_recall", "summarize"]

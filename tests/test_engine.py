@@ -1,0 +1,134 @@
+import json
+
+import pytest
+import torch
+
+from tinyfast import test as test_cli
+from tinyfast import train as train_cli
+from tinyfast.engine.checkpoint import load_checkpoint, save_checkpoint
+from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
+from tinyfast.engine.evaluation import task_ground_truth
+from tinyfast.engine.optim import StepSchedule, sgd
+from tinyfast.engine.trainer import build_model, train
+from tinyfast.tiling import TileSettings
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")))
+def test_every_config_loads_and_builds_its_model(path):
+    config = load_config(path, ["model.pretrained=false"] if "model" in load_config(path) else [])
+    if "model" in config:
+        assert build_model(config["model"]) is not None
+
+
+def test_overrides_are_read_as_toml_values_and_typos_are_errors():
+    config = load_config(DEFAULT_CONFIG, ["train.lr=0.02", "train.steps=[3, 4]", "data.root=somewhere/else"])
+    assert config["train"]["lr"] == 0.02 and config["train"]["steps"] == [3, 4]
+    assert config["data"]["root"] == "somewhere/else"
+    with pytest.raises(ValueError, match="unknown key 'train.lrr'"):
+        apply_override(config, "train.lrr=1")
+    with pytest.raises(ValueError, match="no section 'trian'"):
+        apply_override(config, "trian.lr=1")
+    with pytest.raises(ValueError, match="key.sub=value"):
+        apply_override(config, "train.lr")
+
+
+def test_bad_config_files_are_errors_naming_the_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train\nlr = ")
+    with pytest.raises(ValueError, match="broken.toml is not valid TOML"):
+        load_config(broken)
+
+
+def test_schedule_warms_up_linearly_then_steps():
+    optimizer = sgd(
+        torch.nn.Linear(2, 2), lr=0.01, momentum=0.9, weight_decay=1e-4, bias_lr_mult=2, bias_decay_mult=0
+    )
+    assert optimizer.param_groups[1]["lr"] == 0.02 and optimizer.param_groups[1]["weight_decay"] == 0
+    schedule = StepSchedule(optimizer, steps=[8, 11], warmup="linear", warmup_iters=500, warmup_ratio=1 / 3)
+    assert schedule.factor(0, 0) == pytest.approx(1 / 3)
+    assert schedule.factor(0, 250) == pytest.approx(2 / 3)
+    assert schedule.factor(0, 500) == 1
+    assert schedule.factor(8, 10_000) == pytest.approx(0.1)
+    assert schedule.factor(11, 10_000) == pytest.approx(0.01)
+    schedule.set(8, 10_000)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.002)
+
+
+def test_checkpoints_keep_the_last_k_and_leave_no_temporary_files(tmp_path):
+    for epoch in range(1, 5):
+        save_checkpoint({"epoch": epoch}, tmp_path, epoch, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_3.pth", "epoch_4.pth", "latest.pth"]
+    assert load_checkpoint(tmp_path / "latest.pth")["epoch"] == 4
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "epoch_1.pth")
+
+
+def test_task_ground_truth_merges_or_ignores_categories():
+    coco = {
+        "images": [{"id": 0, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "annotations": [
+            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4},
+            {"id": 2, "image_id": 0, "category_id": 2, "bbox": [4, 4, 2, 2], "area": 4},
+        ],
+        "categories": [{"id": 1, "name": "sea_person"}, {"id": 2, "name": "earth_person"}],
+    }
+    merged = task_ground_truth(coco, "all")
+    assert [a["category_id"] for a in merged["annotations"]] == [1, 1]
+    sea = task_ground_truth(coco, "sea")
+    assert [a.get("ignore", 0) for a in sea["annotations"]] == [0, 1]
+    with pytest.raises(ValueError, match="data.task"):
+        task_ground_truth(coco, "lake")
+
+
+def smoke_overrides(tmp_path) -> list[str]:
+    data = tmp_path / "synthetic"
+    return [
+        f"run_dir={tmp_path / 'run'}",
+        f"data.root={data}",
+        f"data.train_annotations={data / 'annotations' / 'train.json'}",
+        f"data.test_annotations={data / 'annotations' / 'test.json'}",
+        f"data.train_images={data / 'images'}",
+        f"data.test_images={data / 'images'}",
+        "data.synthetic_preset=tiny",
+        "data.sub_size=[160, 128]",
+        "model.channels=16",
+        "model.stacked_convs=1",
+        "model.nms_pre=50",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.warmup_iters=5",
+    ]
+
+
+def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(tmp_path):
+    config = load_config(DEFAULT_CONFIG, smoke_overrides(tmp_path))
+    model, metrics = train(config, tmp_path / "run", progress=False)
+    assert 0 <= metrics["AP50_tiny"] <= 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["iteration"] == 1 and "AP50_tiny" in log[-1]
+    assert (tmp_path / "run" / "results_during.json").is_file()
+
+    reloaded = build_model(config["model"])
+    reloaded.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pth")["model"])
+    tiles = torch.randn(2, 3, 128, 160)
+    settings = TileSettings(nms_pre=50, per_tile_nms=True, score_threshold=0.0)
+    for ours, theirs in zip(
+        model.detect_tiles(tiles, settings), reloaded.detect_tiles(tiles, settings), strict=True
+    ):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(ours[key], theirs[key])
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    assert train_cli.main(["train.no_such_key=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert train_cli.main([str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert test_cli.main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])

@@ -1,0 +1,93 @@
+import warnings
+
+import pytest
+import torch
+
+from tinyfast.modeling import AdapFCOS, FCOSConfig, ResNetFPN
+from tinyfast.modeling.backbone import local_imagenet_weights
+
+
+def small_config(**overrides) -> FCOSConfig:
+    settings = dict(depth=18, pretrained=False, channels=32, stacked_convs=2, nms_pre=100)
+    settings.update(overrides)
+    return FCOSConfig(**settings)
+
+
+def tiny_persons(generator, count=6, height=128, width=160):
+    xy = torch.rand(count, 2, generator=generator) * torch.tensor([width - 20.0, height - 30.0])
+    size = torch.rand(count, 1, generator=generator) * 8 + 4
+    boxes = torch.cat([xy, xy + torch.cat([size, size * 2], dim=1)], dim=1)
+    return {"boxes": boxes, "labels": torch.zeros(count, dtype=torch.int64)}
+
+
+def test_backbone_gives_p2_to_p6_and_freezes_the_stem_and_first_stage():
+    backbone = ResNetFPN(depth=18, out_channels=32, pretrained=False)
+    features = backbone(torch.zeros(1, 3, 128, 160))
+    assert [tuple(f.shape) for f in features] == [
+        (1, 32, 32, 40),
+        (1, 32, 16, 20),
+        (1, 32, 8, 10),
+        (1, 32, 4, 5),
+        (1, 32, 2, 3),
+    ]
+    assert not any(p.requires_grad for p in backbone.stem.parameters())
+    assert not any(p.requires_grad for p in backbone.stages[0].parameters())
+    assert all(p.requires_grad for p in backbone.stages[1].parameters())
+
+
+def test_missing_pretrained_weights_warn_and_fall_back_to_random_init(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.warns(UserWarning, match="random initialisation"):
+        assert local_imagenet_weights(18) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ResNetFPN(depth=18, pretrained=False)
+
+
+def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config()).train()
+    generator = torch.Generator().manual_seed(0)
+    targets = [
+        tiny_persons(generator),
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    losses = model(torch.randn(2, 3, 128, 160), targets)
+    assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.stem[0].weight.grad is None
+    assert model.head.cls_logits.weight.grad is not None
+
+
+def test_loss_falls_when_fitting_one_image():
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config()).train()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(1, 3, 128, 160, generator=generator)
+    targets = [tiny_persons(generator)]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    history = []
+    for _ in range(30):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    assert history[-1] < 0.7 * history[0]
+
+
+def test_inference_gives_candidates_inside_the_image():
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config(score_threshold=0.0)).eval()
+    detections = model(torch.randn(2, 3, 128, 160))
+    assert len(detections) == 2
+    for found in detections:
+        assert found["boxes"].shape[1] == 4 and len(found["boxes"]) == len(found["scores"]) == len(
+            found["labels"]
+        )
+        assert len(found["boxes"]) <= 100 * 5  # nms_pre per level
+        assert (found["boxes"][:, 0::2] >= 0).all() and (found["boxes"][:, 0::2] <= 160).all()
+        assert (found["boxes"][:, 1::2] >= 0).all() and (found["boxes"][:, 1::2] <= 128).all()
+        assert ((found["scores"] >= 0) & (found["scores"] <= 1)).all()

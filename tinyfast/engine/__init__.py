@@ -1,0 +1,1 @@
+"""The training engine: configs, optimiser and schedule, checkpoints, the training loop, evaluation."""

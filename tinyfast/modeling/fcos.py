@@ -1,0 +1,244 @@
+"""Adap FCOS (protocol section 5): ResNet-FPN P2-P6, an FCOS head without GroupNorm, focal + GIoU +
+centerness losses, with targets from the compiled `tinyfast.ops.fcos_targets`.
+
+Differences from torchvision's FCOS that TinyPerson needs: P2 (stride 4) is used, regress ranges start at
+16 px, no GroupNorm, centerness on the regression branch, regression in stride units (`norm_on_bbox`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+
+from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.ops import batched_nms, fcos_targets
+from tinyfast.tiling.detector import TileSettings
+
+
+@dataclass(frozen=True)
+class FCOSConfig:
+    num_classes: int = 1
+    depth: int = 50
+    pretrained: bool = True
+    channels: int = 256
+    stacked_convs: int = 4
+    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
+    regress_ranges: tuple[tuple[float, float], ...] = (
+        (-1, 16),
+        (16, 32),
+        (32, 64),
+        (64, 128),
+        (128, math.inf),
+    )
+    center_sampling_radius: float = 1.5
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
+    nms_pre: int = 2000
+    score_threshold: float = 0.05
+    nms_iou: float = 0.6
+
+
+class Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def _conv_tower(channels: int, depth: int) -> nn.Sequential:
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class FCOSHead(nn.Module):
+    """Per level: class logits [B,K,H,W], distances (l,t,r,b) in stride units [B,4,H,W] (>= 0), centerness
+    logits [B,1,H,W] (computed from the regression tower)."""
+
+    def __init__(self, num_classes: int, channels: int, stacked_convs: int, num_levels: int):
+        super().__init__()
+        self.cls_tower = _conv_tower(channels, stacked_convs)
+        self.reg_tower = _conv_tower(channels, stacked_convs)
+        self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
+        self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
+        self.scales = nn.ModuleList(Scale() for _ in range(num_levels))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
+        prior_probability = 0.01
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        logits, distances, centerness = [], [], []
+        for feature, scale in zip(features, self.scales, strict=True):
+            cls_feature = self.cls_tower(feature)
+            reg_feature = self.reg_tower(feature)
+            logits.append(self.cls_logits(cls_feature))
+            distances.append(F.relu(scale(self.bbox_pred(reg_feature)).float()))
+            centerness.append(self.centerness(reg_feature))
+        return logits, distances, centerness
+
+
+def level_points(sizes: list[tuple[int, int]], strides: tuple[int, ...], device) -> list[Tensor]:
+    """Centres of the feature-map cells of each level, in image pixels: (x * s + s // 2, y * s + s // 2)."""
+    points = []
+    for (height, width), stride in zip(sizes, strides, strict=True):
+        ys = torch.arange(height, device=device, dtype=torch.float32) * stride + stride // 2
+        xs = torch.arange(width, device=device, dtype=torch.float32) * stride + stride // 2
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
+    return points
+
+
+def distances_to_boxes(points: Tensor, distances: Tensor) -> Tensor:
+    return torch.cat([points - distances[:, :2], points + distances[:, 2:]], dim=1)
+
+
+def centerness_targets(distances: Tensor) -> Tensor:
+    left_right, top_bottom = distances[:, [0, 2]], distances[:, [1, 3]]
+    ratio = (left_right.min(1).values / left_right.max(1).values) * (
+        top_bottom.min(1).values / top_bottom.max(1).values
+    )
+    return ratio.sqrt()
+
+
+def _flatten(levels: list[Tensor]) -> Tensor:
+    """[B, C, H, W] per level -> [B, sum(H*W), C]."""
+    return torch.cat([level.flatten(2).transpose(1, 2) for level in levels], dim=1)
+
+
+class AdapFCOS(nn.Module):
+    """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
+    each image (boxes in the image's pixels, score = class score x centerness, labels), before NMS."""
+
+    def __init__(self, config: FCOSConfig = FCOSConfig()):
+        super().__init__()
+        self.config = config
+        self.backbone = ResNetFPN(config.depth, config.channels, "on_output", config.pretrained)
+        self.head = FCOSHead(config.num_classes, config.channels, config.stacked_convs, len(config.strides))
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
+        logits, distances, centerness = self.head(self.backbone(images))
+        sizes = [tuple(level.shape[-2:]) for level in logits]
+        points = level_points(sizes, self.config.strides, images.device)
+        if self.training:
+            if targets is None:
+                raise ValueError("AdapFCOS in training mode needs targets")
+            return self.losses(logits, distances, centerness, points, targets)
+        return self.candidates(logits, distances, centerness, points, images.shape[-2:])
+
+    def losses(self, logits, distances, centerness, points, targets) -> dict[str, Tensor]:
+        config = self.config
+        labels, box_targets = fcos_targets(
+            torch.cat(points),
+            [len(p) for p in points],
+            [float(s) for s in config.strides],
+            list(config.regress_ranges),
+            torch.cat([t["boxes"] for t in targets]),
+            torch.cat([t["labels"] for t in targets]),
+            torch.tensor([len(t["boxes"]) for t in targets]),
+            config.num_classes,
+            center_sampling_radius=config.center_sampling_radius,
+            norm_on_bbox=True,
+        )
+        flat_logits = _flatten(logits).reshape(-1, config.num_classes)
+        flat_distances = _flatten(distances).reshape(-1, 4)
+        flat_centerness = _flatten(centerness).reshape(-1)
+        labels = labels.reshape(-1)
+        box_targets = box_targets.reshape(-1, 4)
+        flat_points = torch.cat(points).repeat(len(targets), 1)
+
+        positive = labels < config.num_classes
+        num_positive = max(float(positive.sum()), 1.0)
+        one_hot = F.one_hot(labels, config.num_classes + 1)[:, : config.num_classes].to(flat_logits.dtype)
+        loss_cls = (
+            sigmoid_focal_loss(
+                flat_logits, one_hot, alpha=config.focal_alpha, gamma=config.focal_gamma, reduction="sum"
+            )
+            / num_positive
+        )
+
+        positive_targets = box_targets[positive]
+        if len(positive_targets) == 0:  # keeps every parameter in the graph
+            zero = flat_distances[positive].sum() + flat_centerness[positive].sum()
+            return {"loss_cls": loss_cls, "loss_bbox": zero, "loss_centerness": zero}
+        center_targets = centerness_targets(positive_targets)
+        positive_points = flat_points[positive]
+        giou = generalized_box_iou_loss(
+            distances_to_boxes(positive_points, flat_distances[positive]),
+            distances_to_boxes(positive_points, positive_targets),
+            reduction="none",
+        )
+        loss_bbox = (giou * center_targets).sum() / center_targets.sum().clamp(min=1e-6)
+        loss_centerness = (
+            F.binary_cross_entropy_with_logits(flat_centerness[positive], center_targets, reduction="sum")
+            / num_positive
+        )
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
+
+    @torch.no_grad()
+    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
+        """The `TileDetector` contract of tiled inference. `settings.score_threshold` applies to the raw
+        class score (the reference's `score_thr`); the scores returned are class score x centerness."""
+        config = replace(
+            self.config,
+            nms_pre=self.config.nms_pre if settings.nms_pre is None else settings.nms_pre,
+            score_threshold=(
+                self.config.score_threshold if settings.score_threshold is None else settings.score_threshold
+            ),
+        )
+        self.eval()
+        logits, distances, centerness = self.head(self.backbone(tiles))
+        points = level_points([tuple(level.shape[-2:]) for level in logits], config.strides, tiles.device)
+        found = self.candidates(logits, distances, centerness, points, tiles.shape[-2:], config)
+        if not settings.per_tile_nms and settings.max_per_tile is None:
+            return found
+        cap = -1 if settings.max_per_tile is None else settings.max_per_tile
+        for detections in found:
+            iou = config.nms_iou if settings.per_tile_nms else 1.0
+            keep = batched_nms(detections["boxes"], detections["scores"], detections["labels"], iou)
+            keep = keep[:cap] if cap >= 0 else keep
+            for key in detections:
+                detections[key] = detections[key][keep]
+        return found
+
+    @torch.no_grad()
+    def candidates(
+        self, logits, distances, centerness, points, image_size, config=None
+    ) -> list[dict[str, Tensor]]:
+        config = self.config if config is None else config
+        height, width = image_size
+        results = []
+        for image in range(logits[0].shape[0]):
+            boxes, scores, labels = [], [], []
+            for level, stride in enumerate(config.strides):
+                class_scores = logits[level][image].flatten(1).T.sigmoid()
+                center = centerness[level][image].flatten().sigmoid()
+                level_distances = distances[level][image].flatten(1).T * stride
+                level_points_ = points[level]
+                if 0 < config.nms_pre < len(class_scores):
+                    ranked = (class_scores * center[:, None]).max(1).values.topk(config.nms_pre).indices
+                    class_scores, center = class_scores[ranked], center[ranked]
+                    level_distances, level_points_ = level_distances[ranked], level_points_[ranked]
+                location, label = (class_scores > config.score_threshold).nonzero(as_tuple=True)
+                level_boxes = distances_to_boxes(level_points_[location], level_distances[location])
+                level_boxes[:, 0::2] = level_boxes[:, 0::2].clamp(0, width)
+                level_boxes[:, 1::2] = level_boxes[:, 1::2].clamp(0, height)
+                boxes.append(level_boxes)
+                scores.append(class_scores[location, label] * center[location])
+                labels.append(label)
+            results.append(
+                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
+            )
+        return results
