@@ -2,8 +2,11 @@
 
 The ResNet is torchvision's, with frozen BatchNorm (statistics and affine parameters fixed, as
 `norm_eval=True, requires_grad=False` in the reference) and its stem and first stage frozen
-(`frozen_stages=1`). The FPN starts at C2 (`start_level=0`) and adds P6 from an extra 3x3 stride-2 conv:
-on P5's output (FCOS, `add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`).
+(`frozen_stages=1`). Frozen BatchNorm only makes sense with pretrained statistics: a network trained from
+scratch (no ImageNet weights on the machine) needs `norm="batch"` or `"group"`, which are trained.
+
+The FPN starts at C2 (`start_level=0`) and adds P6 from an extra 3x3 stride-2 conv: on P5's output (FCOS,
+`add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ _WEIGHTS = {
     101: models.ResNet101_Weights.IMAGENET1K_V1,
 }
 _CONSTRUCTORS = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50, 101: models.resnet101}
+_NORMS = {
+    "frozen": FrozenBatchNorm2d,
+    "batch": nn.BatchNorm2d,
+    "group": lambda channels: nn.GroupNorm(32, channels),
+}
 
 
 def local_imagenet_weights(depth: int) -> models.WeightsEnum | None:
@@ -74,15 +82,21 @@ class ResNetFPN(nn.Module):
         extra_source: Literal["on_output", "on_input"] = "on_output",
         pretrained: bool = True,
         frozen_stages: int = 1,
+        norm: Literal["frozen", "batch", "group"] = "frozen",
     ):
         super().__init__()
         if depth not in _CONSTRUCTORS:
             raise ValueError(f"depth must be one of {sorted(_CONSTRUCTORS)}, got {depth}")
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
         weights = local_imagenet_weights(depth) if pretrained else None
-        resnet = _CONSTRUCTORS[depth](weights=weights, norm_layer=FrozenBatchNorm2d)
+        resnet = _CONSTRUCTORS[depth](weights=weights, norm_layer=_NORMS[norm])
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
-        for module in [self.stem, *self.stages[:frozen_stages]]:
+        # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
+        for module in ([self.stem] if frozen_stages >= 0 else []) + list(
+            self.stages[: max(frozen_stages, 0)]
+        ):
             module.requires_grad_(False)
         stage_channels = [
             stage[-1].conv3.out_channels if depth >= 50 else stage[-1].conv2.out_channels

@@ -25,6 +25,8 @@ class FCOSConfig:
     num_classes: int = 1
     depth: int = 50
     pretrained: bool = True
+    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
+    frozen_stages: int = 1
     channels: int = 256
     stacked_convs: int = 4
     strides: tuple[int, ...] = (4, 8, 16, 32, 64)
@@ -125,7 +127,14 @@ class AdapFCOS(nn.Module):
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
         self.config = config
-        self.backbone = ResNetFPN(config.depth, config.channels, "on_output", config.pretrained)
+        self.backbone = ResNetFPN(
+            config.depth,
+            config.channels,
+            "on_output",
+            config.pretrained,
+            config.frozen_stages,
+            config.backbone_norm,
+        )
         self.head = FCOSHead(config.num_classes, config.channels, config.stacked_convs, len(config.strides))
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
