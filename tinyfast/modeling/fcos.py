@@ -29,6 +29,7 @@ class FCOSConfig:
     frozen_stages: int = 1
     channels: int = 256
     stacked_convs: int = 4
+    head_group_norm: bool = False
     strides: tuple[int, ...] = (4, 8, 16, 32, 64)
     regress_ranges: tuple[tuple[float, float], ...] = (
         (-1, 16),
@@ -55,21 +56,27 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def _conv_tower(channels: int, depth: int) -> nn.Sequential:
+def _conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
     layers = []
     for _ in range(depth):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(channels, channels, 3, padding=1))
+        if group_norm:
+            layers.append(nn.GroupNorm(32, channels))
+        layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
 class FCOSHead(nn.Module):
     """Per level: class logits [B,K,H,W], distances (l,t,r,b) in stride units [B,4,H,W] (>= 0), centerness
-    logits [B,1,H,W] (computed from the regression tower)."""
+    logits [B,1,H,W] (computed from the regression tower). Adap FCOS has no GroupNorm in the towers;
+    `group_norm=True` (stock FCOS) helps a network trained from scratch."""
 
-    def __init__(self, num_classes: int, channels: int, stacked_convs: int, num_levels: int):
+    def __init__(
+        self, num_classes: int, channels: int, stacked_convs: int, num_levels: int, group_norm: bool
+    ):
         super().__init__()
-        self.cls_tower = _conv_tower(channels, stacked_convs)
-        self.reg_tower = _conv_tower(channels, stacked_convs)
+        self.cls_tower = _conv_tower(channels, stacked_convs, group_norm)
+        self.reg_tower = _conv_tower(channels, stacked_convs, group_norm)
         self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
@@ -135,7 +142,13 @@ class AdapFCOS(nn.Module):
             config.frozen_stages,
             config.backbone_norm,
         )
-        self.head = FCOSHead(config.num_classes, config.channels, config.stacked_convs, len(config.strides))
+        self.head = FCOSHead(
+            config.num_classes,
+            config.channels,
+            config.stacked_convs,
+            len(config.strides),
+            config.head_group_norm,
+        )
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
         logits, distances, centerness = self.head(self.backbone(images))
