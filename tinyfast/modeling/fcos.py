@@ -61,7 +61,7 @@ def _conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
     for _ in range(depth):
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if group_norm:
-            layers.append(nn.GroupNorm(32, channels))
+            layers.append(nn.GroupNorm(math.gcd(32, channels), channels))  # 32 groups when they divide
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
