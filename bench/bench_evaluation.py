@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from bench.bench_nms import quick_mode
+from bench.timing import quick_mode
 from tinyfast.evaluation import EvalParams, evaluate
 from tinyfast.evaluation.synthetic import synthetic_dataset
 

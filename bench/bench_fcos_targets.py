@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.bench_nms import DEVICES, best_time, quick_mode, synchronized
 from bench.fcos_reference import dense_fcos_targets, tiny_person_fcos
+from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from tinyfast.ops import fcos_targets
 
 FULL = {"num_images": 2, "gts_per_image": 800, "height": 512, "width": 640, "rounds": 5, "baseline_runs": 2}

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from bench.bench_nms import DEVICES, best_time, quick_mode, synchronized
+from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from bench.workload import IMAGE_SIZE, tiny_person_merge
 from tinyfast.ops import merge_tiles
 

@@ -6,60 +6,17 @@ With ``--benchmark-disable`` (CI) or ``TINYFAST_BENCH_QUICK=1`` (the default whe
 workload runs once, as a smoke test.
 """
 
-import os
-import time
-
 import pytest
 import torch
 import torchvision
 
+from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from bench.workload import tiny_person_merge
-from tinyfast.ops import batched_nms, cuda_available_in_build
+from tinyfast.ops import batched_nms
 
 IOU_THRESHOLD = 0.5
 FULL = {"num_images": 8, "rounds": 5, "baseline_runs": 3}
 QUICK = {"num_images": 1, "rounds": 1, "baseline_runs": 1}
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(
-                not (torch.cuda.is_available() and cuda_available_in_build()),
-                reason="needs a CUDA device and tinyfast built with CUDA kernels",
-            ),
-        ],
-    ),
-]
-
-
-def quick_mode(benchmark) -> bool:
-    default = "1" if os.environ.get("CI") == "true" else "0"
-    return benchmark.disabled or os.environ.get("TINYFAST_BENCH_QUICK", default) == "1"
-
-
-def synchronized(function, device):
-    """``function`` made to return only once its device work is done, so that timing it is honest."""
-
-    def run():
-        result = function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return result
-
-    return run
-
-
-def best_time(function, runs):
-    """The result of ``function`` and its fastest run in seconds."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return result, min(times)
 
 
 @pytest.mark.parametrize("device", DEVICES)
