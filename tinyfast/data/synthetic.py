@@ -47,7 +47,7 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset(train_images=6, test_images=2, dense_train=1, dense_test=0),
-    "default": Preset(train_images=24, test_images=8, dense_train=2, dense_test=1),
+    "default": Preset(train_images=24, test_images=8, dense_train=6, dense_test=1),
 }
 
 

@@ -44,6 +44,7 @@ def train_loader(config: dict) -> torch.utils.data.DataLoader:
         task=data["task"],
         train=True,
         erase=data["erase"],
+        skip_dense=data["skip_dense"],
         sub_size=tuple(data["sub_size"]),
         normalization=data["normalization"],
     )
