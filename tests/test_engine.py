@@ -9,7 +9,7 @@ from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, r
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
 from tinyfast.engine.evaluation import task_ground_truth
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import build_model, train
+from tinyfast.engine.trainer import amp_dtype, build_model, train
 from tinyfast.tiling import TileSettings
 
 
@@ -97,6 +97,15 @@ def test_linear_lr_scaling():
         linear_scaled_lr(0.01, reference_batch=0, world_size=1, batch_size=2)
 
 
+def test_mixed_precision_is_for_gpus():
+    assert amp_dtype("bf16", torch.device("cpu")) is None
+    assert amp_dtype("fp16", torch.device("cuda", 0)) is torch.float16
+    assert amp_dtype("bf16", torch.device("cuda", 0)) is torch.bfloat16
+    assert amp_dtype("off", torch.device("cuda", 0)) is None
+    with pytest.raises(ValueError, match="train.amp must be one of"):
+        amp_dtype("fp8", torch.device("cpu"))
+
+
 def test_task_ground_truth_merges_or_ignores_categories():
     coco = {
         "images": [{"id": 0, "file_name": "a.jpg", "width": 10, "height": 10}],
@@ -115,12 +124,14 @@ def test_task_ground_truth_merges_or_ignores_categories():
 
 
 def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(smoke_overrides, tmp_path):
-    config = load_config(DEFAULT_CONFIG, smoke_overrides)
+    config = load_config(DEFAULT_CONFIG, [*smoke_overrides, "train.amp=bf16"])  # ignored on the CPU
     model, metrics = train(config, tmp_path / "run", progress=False)
     assert 0 <= metrics["AP50_tiny"] <= 1
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["iteration"] == 1 and "AP50_tiny" in log[-1]
     assert (tmp_path / "run" / "results_during.json").is_file()
+    if not torch.cuda.is_available():
+        assert "this CPU run trains in float32" in (tmp_path / "run" / "train.log").read_text()
 
     reloaded = build_model(config["model"])
     reloaded.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pth")["model"])

@@ -69,6 +69,23 @@ def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():
     assert model.head.cls_logits.weight.grad is not None
 
 
+def test_under_autocast_the_losses_are_float32_and_close_to_float32_training():
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
+    generator = torch.Generator().manual_seed(1)
+    targets = [tiny_persons(generator, height=64, width=96) for _ in range(2)]
+    images = torch.randn(2, 3, 64, 96)
+    reference = model(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.head(model.backbone(images))[0][0].dtype == torch.bfloat16  # the head's logits are half
+        losses = model(images, targets)
+    for name, value in losses.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        torch.testing.assert_close(value, reference[name], rtol=0.05, atol=0.01)
+    sum(losses.values()).backward()
+    assert torch.isfinite(model.head.cls_logits.weight.grad).all()
+
+
 def test_loss_falls_when_fitting_one_image():
     torch.manual_seed(0)
     model = AdapFCOS(small_config()).train()

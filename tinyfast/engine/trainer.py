@@ -158,45 +158,16 @@ class Trainer:
     ):
         self.config, self.run_dir, self.processes = config, run_dir, processes
         self.progress = progress and processes.is_main
-        settings = config["train"]
         self.device = processes.device
+        settings = config["train"]
         torch.manual_seed(settings["seed"])
         np.random.seed(settings["seed"])
         random.seed(settings["seed"])
         if processes.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-            for path in remove_partial_writes(run_dir):
-                self._info(f"removed {path.name}, a checkpoint write that never finished")
-            prepare_data(config["data"])
+            self._prepare_run_folder()
         distributed.barrier()
-
-        dataset = train_dataset(config["data"])
-        self.sampler = EpochBatchSampler(
-            len(dataset),
-            settings["batch_size"],
-            seed=settings["seed"],
-            rank=processes.rank,
-            world_size=processes.world_size,
-            max_batches=settings["max_iters_per_epoch"],
-        )
-        if self.sampler.batches_per_epoch == 0:
-            raise ValueError(
-                f"{len(dataset)} training items do not fill one batch of {settings['batch_size']} "
-                f"in each of {processes.world_size} process(es)"
-            )
-        self.loader = make_training_loader(
-            dataset, self.sampler, num_workers=settings["workers"], pin_memory=self.device.type == "cuda"
-        )
-        self.model = build_model(config["model"]).to(self.device).train()
-        has_batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules())
-        if processes.world_size > 1 and has_batch_norm and self.device.type == "cuda":
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        elif processes.world_size > 1 and has_batch_norm:
-            message = "BatchNorm statistics are per process (SyncBatchNorm needs GPUs)"
-            self._info(
-                f"{message}: {processes.world_size} CPU processes do not train as one", logging.WARNING
-            )
+        self.sampler, self.loader = self._data()
+        self.model = self._model()
         lr = linear_scaled_lr(
             settings["lr"], settings["reference_batch"], processes.world_size, settings["batch_size"]
         )
@@ -238,6 +209,45 @@ class Trainer:
             else self.model
         )
 
+    def _prepare_run_folder(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        for path in remove_partial_writes(self.run_dir):
+            self._info(f"removed {path.name}, a checkpoint write that never finished")
+        prepare_data(self.config["data"])
+
+    def _data(self) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
+        settings, processes = self.config["train"], self.processes
+        dataset = train_dataset(self.config["data"])
+        sampler = EpochBatchSampler(
+            len(dataset),
+            settings["batch_size"],
+            seed=settings["seed"],
+            rank=processes.rank,
+            world_size=processes.world_size,
+            max_batches=settings["max_iters_per_epoch"],
+        )
+        if sampler.batches_per_epoch == 0:
+            raise ValueError(
+                f"{len(dataset)} training items do not fill one batch of {settings['batch_size']} "
+                f"in each of {processes.world_size} process(es)"
+            )
+        loader = make_training_loader(
+            dataset, sampler, num_workers=settings["workers"], pin_memory=self.device.type == "cuda"
+        )
+        return sampler, loader
+
+    def _model(self) -> nn.Module:
+        """The config's model on this process's device; BatchNorm synchronised across GPUs."""
+        model = build_model(self.config["model"]).to(self.device).train()
+        world_size = self.processes.world_size
+        if world_size > 1 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            if self.device.type == "cuda":
+                return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            message = f"BatchNorm statistics are per process: {world_size} CPU processes do not train as one"
+            self._info(f"{message} (SyncBatchNorm needs GPUs)", logging.WARNING)
+        return model
+
     def _info(self, message: str, level: int = logging.INFO) -> None:
         if self.processes.is_main:
             log.log(level, message)
@@ -259,7 +269,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng_states(state["rng"])
         self.position = position
         if self.processes.is_main:
@@ -272,11 +283,17 @@ class Trainer:
     def _truncate_log(self, iteration: int) -> None:
         """Drops the log records of iterations after the checkpoint: the resumed run writes them again."""
         path = self.run_dir / "log.jsonl"
-        if path.is_file():
-            lines = path.read_text().splitlines()
-            path.write_text(
-                "".join(f"{line}\n" for line in lines if json.loads(line)["iteration"] <= iteration)
-            )
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a killed process, half written
+                continue
+            if record["iteration"] <= iteration:
+                kept.append(f"{line}\n")
+        path.write_text("".join(kept))
 
     def _state(self) -> dict:
         return {
