@@ -170,7 +170,7 @@ class AdapFCOS(nn.Module):
             list(config.regress_ranges),
             torch.cat([t["boxes"] for t in targets]),
             torch.cat([t["labels"] for t in targets]),
-            torch.tensor([len(t["boxes"]) for t in targets]),
+            torch.tensor([len(t["boxes"]) for t in targets], device=points[0].device),
             config.num_classes,
             center_sampling_radius=config.center_sampling_radius,
             norm_on_bbox=True,
