@@ -14,7 +14,7 @@ from tqdm import tqdm
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
-from tinyfast.tiling import detect_images, merge_policy, write_coco_results
+from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
 
 _TASK_CATEGORIES = {"sea": 1, "earth": 2}
 
@@ -38,6 +38,25 @@ def task_ground_truth(coco: dict, task: str) -> dict:
     return gt
 
 
+def policy_for_model(
+    name: str, model_config: dict, *, nms_pre: int | None = None, max_per_img: int | None = None
+) -> MergePolicy:
+    """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
+    overridable here): "during" merges with the model's NMS threshold and applies `score_thr` in the detector,
+    to the raw class score, per tile; "after" merges at the reference's `merge_nms_th` 0.5."""
+    chosen = merge_policy(
+        name,
+        nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
+        max_per_img=max_per_img,
+        iou_threshold=model_config["nms_iou"],
+    )
+    if name == "during":
+        score_threshold = model_config["score_threshold"]
+        tile_settings = dataclasses.replace(chosen.tile_settings, score_threshold=score_threshold)
+        return dataclasses.replace(chosen, score_threshold=None, tile_settings=tile_settings)
+    return dataclasses.replace(chosen, iou_threshold=0.5)
+
+
 def evaluate_detector(
     detector,
     config: dict,
@@ -57,17 +76,9 @@ def evaluate_detector(
     test set, writes and evaluates them once, and every process returns its metrics. The batches are those
     of a single process, so the results are the same as one process's when the processes compute as it
     does (on CPU: the same number of threads per process)."""
-    data, model = config["data"], config["model"]
+    data = config["data"]
     gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
-    chosen = merge_policy(policy, nms_pre=model["nms_pre"], iou_threshold=model["nms_iou"])
-    if policy == "during":  # the detector applies score_thr to the raw class score, per tile
-        chosen = dataclasses.replace(
-            chosen,
-            score_threshold=None,
-            tile_settings=dataclasses.replace(chosen.tile_settings, score_threshold=model["score_threshold"]),
-        )
-    else:
-        chosen = dataclasses.replace(chosen, iou_threshold=0.5)  # the reference's merge_nms_th
+    chosen = policy_for_model(policy, config["model"])
     infos = gt["images"]
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
     mine = list(range(len(batches)))[distributed.rank() :: distributed.world_size()]
