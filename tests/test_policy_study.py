@@ -115,7 +115,7 @@ def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):
         "model.stacked_convs=1",
     ]
     config = load_config(DEFAULT_CONFIG, overrides)
-    save_checkpoint({"model": build_model(config["model"]).state_dict()}, tmp_path / "run", 1, 1)
+    save_checkpoint({"model": build_model(config["model"]).state_dict()}, tmp_path / "run", "epoch_1", 1)
 
     assert main([str(DEFAULT_CONFIG), *overrides, "--quick"]) == 0
     out = tmp_path / "run" / "policies_fcos_synthetic"
