@@ -157,20 +157,11 @@ class FcosWorkload:
 
 
 def tiny_person_fcos(num_images=2, gts_per_image=800, height=512, width=640, seed=0, device="cpu"):
-    """A TinyPerson-like FCOS batch: 640x512 sub-images, strides 4..64 (27,280 points), tiny people
-    (2-32 px wide, 1-3x as high) in clusters, some touching or crossing the image border."""
+    """A TinyPerson-like FCOS batch: 640x512 sub-images, strides 4..64 (27,280 points), and the GTs of
+    ``tiny_person_gt_boxes``."""
     generator = torch.Generator().manual_seed(seed)
     points, level_sizes = fcos_points(height, width)
-    boxes = []
-    for _ in range(num_images):
-        centres = torch.rand(8, 2, generator=generator) * torch.tensor([width, height])
-        around = centres[torch.randint(0, 8, (gts_per_image,), generator=generator)]
-        xy = around + torch.randn(gts_per_image, 2, generator=generator) * 60
-        w = 2 + torch.rand(gts_per_image, generator=generator) ** 2 * 30
-        h = w * (1 + 2 * torch.rand(gts_per_image, generator=generator))
-        image_boxes = torch.stack((xy[:, 0] - w / 2, xy[:, 1] - h / 2, xy[:, 0] + w / 2, xy[:, 1] + h / 2), 1)
-        boxes.append(image_boxes.clamp(min=torch.zeros(4), max=torch.tensor([width, height, width, height])))
-    gt_boxes = torch.cat(boxes).round()  # integer pixel corners, as annotations are: many ties and edge hits
+    gt_boxes = tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator)
     return FcosWorkload(
         points=points.to(device),
         level_sizes=level_sizes,
@@ -180,3 +171,18 @@ def tiny_person_fcos(num_images=2, gts_per_image=800, height=512, width=640, see
         gt_labels=torch.zeros(len(gt_boxes), dtype=torch.int64, device=device),
         gt_counts=torch.full((num_images,), gts_per_image, dtype=torch.int64, device=device),
     )
+
+
+def tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator):
+    """[num_images * gts_per_image, 4] tiny people (2-32 px wide, 1-3x as high) in clusters, some touching
+    or crossing the image border, with integer pixel corners as annotations have: many ties and edge hits."""
+    boxes = []
+    for _ in range(num_images):
+        centres = torch.rand(8, 2, generator=generator) * torch.tensor([width, height])
+        around = centres[torch.randint(0, 8, (gts_per_image,), generator=generator)]
+        xy = around + torch.randn(gts_per_image, 2, generator=generator) * 60
+        w = 2 + torch.rand(gts_per_image, generator=generator) ** 2 * 30
+        h = w * (1 + 2 * torch.rand(gts_per_image, generator=generator))
+        image_boxes = torch.stack((xy[:, 0] - w / 2, xy[:, 1] - h / 2, xy[:, 0] + w / 2, xy[:, 1] + h / 2), 1)
+        boxes.append(image_boxes.clamp(min=torch.zeros(4), max=torch.tensor([width, height, width, height])))
+    return torch.cat(boxes).round()

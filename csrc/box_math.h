@@ -21,6 +21,24 @@ TF_HOST_DEVICE T tf_min(T a, T b) {
   return a < b ? a : b;
 }
 
+// a * b rounded once, also in CUDA device code, where nvcc would otherwise fuse a product followed by an
+// addition into one fma and round differently from the CPU and from PyTorch's separate operations.
+TF_HOST_DEVICE float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+TF_HOST_DEVICE double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 // Signed, as torchvision computes it: an x2 < x1 box has negative area.
 template <typename T>
 TF_HOST_DEVICE T box_area(const T* b) {

@@ -3,12 +3,12 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/box_buckets.h"
+
 namespace tinyfast {
 namespace {
 
-// Grid cells per GT of an image (the grid covers the union of its GT boxes), and the most cells a GT is
-// listed in; a larger GT goes to its image's list of large GTs, which every point of the image reads.
-constexpr int64_t kCellsPerGt = 2;
+// The most grid cells a GT is listed in (a larger GT goes to its image's list of large GTs).
 constexpr int64_t kMaxCellsPerGt = 16;
 
 void check_args(
@@ -115,18 +115,6 @@ FcosLevels<T> make_levels(
   return levels;
 }
 
-// The grid cell of coordinates v along one axis: a monotone function of v (the same ATen operations for
-// GT corners and points), so a point strictly inside a GT box lies in one of the cells the box spans.
-at::Tensor cell_along(
-    const at::Tensor& v,
-    const at::Tensor& origin,
-    const at::Tensor& cells_per_unit,
-    const at::Tensor& cells) {
-  // NaN only from inf * 0 (a union wider than the largest float): then every coordinate maps to cell 0.
-  const at::Tensor cell = (v - origin).mul(cells_per_unit).nan_to_num(0.0).floor().clamp_min(0);
-  return at::minimum(cell, cells - 1).to(at::kLong);
-}
-
 struct Buckets {
   at::Tensor point_cells;
   at::Tensor cell_starts;
@@ -134,78 +122,27 @@ struct Buckets {
   at::Tensor large_cells;
 };
 
-// GT boxes: [G, 4] and points [P, 2] in the compute type. Only boxes with x2 > x1 and y2 > y1 can contain a
-// point; the others are listed nowhere. No host sync: arrays are sized by bounds known from the shapes.
+// GT boxes: [G, 4] and points [P, 2] in the compute type. A point looks up its cell of its image's grid.
 Buckets bucket_gts(const at::Tensor& boxes, const at::Tensor& counts, const at::Tensor& points) {
-  const int64_t num_images = counts.size(0);
-  const int64_t num_gts = boxes.size(0);
-  const double inf = std::numeric_limits<double>::infinity();
-  const at::Tensor image_of_gt = at::repeat_interleave(counts, std::optional<int64_t>(num_gts));
-  const at::Tensor x1 = boxes.select(1, 0), y1 = boxes.select(1, 1), x2 = boxes.select(1, 2), y2 = boxes.select(1, 3);
-  const at::Tensor has_area = x2.gt(x1).logical_and(y2.gt(y1));
-  const auto bound = [&](const at::Tensor& values, double empty, const char* reduce) {
-    return at::full({num_images}, empty, boxes.options())
-        .scatter_reduce(0, image_of_gt, at::where(has_area, values, empty), reduce, /*include_self=*/true);
-  };
-  // The union of each image's GT boxes (an image without any: an empty union, +inf..-inf).
-  const at::Tensor lo_x = bound(x1, inf, "amin"), lo_y = bound(y1, inf, "amin");
-  const at::Tensor hi_x = bound(x2, -inf, "amax"), hi_y = bound(y2, -inf, "amax");
-
-  // About kCellsPerGt cells per GT, as square as the union allows: nx * ny <= target.
-  const at::Tensor width = (hi_x - lo_x).clamp_min(0), height = (hi_y - lo_y).clamp_min(0);
-  const at::Tensor target = counts.clamp_min(1).mul(kCellsPerGt).to(boxes.scalar_type());
-  const at::Tensor nx = at::minimum(at::sqrt(target * width / height).nan_to_num(1.0).floor().clamp_min(1), target);
-  const at::Tensor ny = (target / nx).floor().clamp_min(1);
-  const at::Tensor x_cells_per_unit = at::where(width.gt(0), nx / width, 0.0);
-  const at::Tensor y_cells_per_unit = at::where(height.gt(0), ny / height, 0.0);
-  const at::Tensor nx_long = nx.to(at::kLong), ny_long = ny.to(at::kLong);
-  // Each image's cells, then one cell listing its large GTs.
-  const at::Tensor cells_per_image = nx_long * ny_long + 1;
-  const at::Tensor cell_offsets = cells_per_image.cumsum(0) - cells_per_image;
-  const at::Tensor large_cells = cell_offsets + nx_long * ny_long;
-  const int64_t cells_bound = kCellsPerGt * (num_gts + num_images) + num_images;
-
-  const auto per_gt = [&](const at::Tensor& per_image) { return per_image.index_select(0, image_of_gt); };
-  const at::Tensor gt_nx = per_gt(nx), gt_ny = per_gt(ny), gt_nx_long = per_gt(nx_long);
-  const at::Tensor gt_lo_x = per_gt(lo_x), gt_lo_y = per_gt(lo_y);
-  const at::Tensor gt_x_cpu = per_gt(x_cells_per_unit), gt_y_cpu = per_gt(y_cells_per_unit);
-  const at::Tensor first_x = cell_along(x1, gt_lo_x, gt_x_cpu, gt_nx);
-  const at::Tensor first_y = cell_along(y1, gt_lo_y, gt_y_cpu, gt_ny);
-  const at::Tensor span_x = (cell_along(x2, gt_lo_x, gt_x_cpu, gt_nx) - first_x + 1).clamp_min(1);
-  const at::Tensor span_y = (cell_along(y2, gt_lo_y, gt_y_cpu, gt_ny) - first_y + 1).clamp_min(1);
-  const at::Tensor spanned = span_x * span_y;
-  const at::Tensor large = spanned.gt(kMaxCellsPerGt);
-
-  // Slot k of a GT is cell (first_x + k % span_x, first_y + k / span_x) of its span; slot 0 of a large GT
-  // is its image's large cell. Unused slots get the key cells_bound, sorted past every cell.
-  const at::Tensor slot = at::arange(kMaxCellsPerGt, counts.options()).unsqueeze(0);
-  const at::Tensor column = first_x.unsqueeze(1) + slot.remainder(span_x.unsqueeze(1));
-  const at::Tensor row = first_y.unsqueeze(1) + slot.div(span_x.unsqueeze(1), "floor");
-  const at::Tensor grid_key = per_gt(cell_offsets).unsqueeze(1) + row * gt_nx_long.unsqueeze(1) + column;
-  const at::Tensor large_key = per_gt(large_cells).unsqueeze(1).expand({num_gts, kMaxCellsPerGt});
-  const at::Tensor listed = has_area.unsqueeze(1).logical_and(
-      at::where(large.unsqueeze(1), slot.eq(0), slot.lt(spanned.unsqueeze(1))));
-  const at::Tensor keys =
-      at::where(listed, at::where(large.unsqueeze(1), large_key, grid_key), cells_bound).flatten();
-  const auto [sorted_keys, order] = keys.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
-
+  const BoxBuckets grid = bucket_boxes(boxes, counts, kMaxCellsPerGt);
   Buckets buckets;
-  buckets.cell_gts = order.div(kMaxCellsPerGt, "floor").contiguous();
-  buckets.cell_starts = at::searchsorted(sorted_keys, at::arange(cells_bound + 1, counts.options())).contiguous();
-  buckets.large_cells = large_cells.contiguous();
+  buckets.cell_gts = grid.cell_items;
+  buckets.cell_starts = grid.cell_starts;
+  buckets.large_cells = grid.large_cells.contiguous();
 
   const at::Tensor px = points.select(1, 0).unsqueeze(0), py = points.select(1, 1).unsqueeze(0);
   const auto column_of_image = [](const at::Tensor& t) { return t.unsqueeze(1); };
   const at::Tensor point_column =
-      cell_along(px, column_of_image(lo_x), column_of_image(x_cells_per_unit), column_of_image(nx));
+      cell_along(px, column_of_image(grid.lo_x), column_of_image(grid.x_cells_per_unit), column_of_image(grid.columns));
   const at::Tensor point_row =
-      cell_along(py, column_of_image(lo_y), column_of_image(y_cells_per_unit), column_of_image(ny));
+      cell_along(py, column_of_image(grid.lo_y), column_of_image(grid.y_cells_per_unit), column_of_image(grid.rows));
   // A point on or outside the union's border is strictly inside no GT box.
-  const at::Tensor in_union = px.gt(column_of_image(lo_x))
-                                  .logical_and(px.lt(column_of_image(hi_x)))
-                                  .logical_and(py.gt(column_of_image(lo_y)))
-                                  .logical_and(py.lt(column_of_image(hi_y)));
-  const at::Tensor point_key = column_of_image(cell_offsets) + point_row * column_of_image(nx_long) + point_column;
+  const at::Tensor in_union = px.gt(column_of_image(grid.lo_x))
+                                  .logical_and(px.lt(column_of_image(grid.hi_x)))
+                                  .logical_and(py.gt(column_of_image(grid.lo_y)))
+                                  .logical_and(py.lt(column_of_image(grid.hi_y)));
+  const at::Tensor point_key = column_of_image(grid.cell_offsets) +
+      point_row * column_of_image(grid.columns.to(at::kLong)) + point_column;
   buckets.point_cells = at::where(in_union, point_key, -1).contiguous();
   return buckets;
 }

@@ -21,6 +21,10 @@ TORCH_LIBRARY(tinyfast, m) {
       "fcos_targets(Tensor points, int[] level_sizes, float[] strides, float[] regress_lo, float[] regress_hi, "
       "Tensor gt_boxes, Tensor gt_labels, Tensor gt_counts, int num_classes, float center_sampling_radius, "
       "bool norm_on_bbox) -> (Tensor labels, Tensor bbox_targets)");
+  m.def(
+      "max_iou_assign(Tensor boxes, Tensor box_counts, Tensor gt_boxes, Tensor gt_counts, Tensor ignore_boxes, "
+      "Tensor ignore_counts, float pos_iou, float neg_iou, float min_pos_iou, bool low_quality, "
+      "bool gt_max_assign_all, float ignore_iof) -> (Tensor assigned_gt, Tensor max_iou)");
   m.def("built_with_cuda() -> bool", []() {
 #ifdef TINYFAST_WITH_CUDA
     return true;
