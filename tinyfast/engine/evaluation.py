@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
+from tinyfast.modeling import DETECTORS
 from tinyfast.tiling import detect_images, merge_policy, write_coco_results
 
 _TASK_CATEGORIES = {"sea": 1, "earth": 2}
@@ -50,7 +51,10 @@ def evaluate_detector(
     `metrics_{policy}.json` into `out_dir`, and returns the metrics (headline: `AP50_tiny`)."""
     data, model = config["data"], config["model"]
     gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
-    chosen = merge_policy(policy, nms_pre=model["nms_pre"], iou_threshold=model["nms_iou"])
+    dense_head = DETECTORS[model["name"]][0].dense_head
+    chosen = merge_policy(
+        policy, dense_head=dense_head, nms_pre=model["nms_pre"], iou_threshold=model["nms_iou"]
+    )
     if policy == "during":  # the detector applies score_thr to the raw class score, per tile
         chosen = dataclasses.replace(
             chosen,
