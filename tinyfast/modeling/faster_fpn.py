@@ -179,9 +179,9 @@ class FasterFPN(nn.Module):
         all_gt = torch.cat(gt_boxes)
         assigned, _ = max_iou_assign(
             all_anchors,
-            torch.tensor(counts),
+            torch.tensor(counts, device=all_gt.device),
             all_gt,
-            torch.tensor([len(b) for b in gt_boxes]),
+            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
             config.rpn_positive_iou,
             config.rpn_negative_iou,
             min_pos_iou=config.rpn_min_positive_iou,
@@ -208,9 +208,9 @@ class FasterFPN(nn.Module):
         all_gt = torch.cat(gt_boxes)
         assigned, _ = max_iou_assign(
             all_proposals,
-            torch.tensor(counts),
+            torch.tensor(counts, device=all_gt.device),
             all_gt,
-            torch.tensor([len(b) for b in gt_boxes]),
+            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
             config.roi_positive_iou,
             config.roi_negative_iou,
             low_quality=False,

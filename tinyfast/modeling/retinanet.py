@@ -116,9 +116,9 @@ class AdapRetinaNet(nn.Module):
         gt_counts = [len(t["boxes"]) for t in targets]
         assigned, _ = max_iou_assign(
             all_anchors,
-            torch.tensor([len(image_anchors)] * len(targets)),
+            torch.tensor([len(image_anchors)] * len(targets), device=gt_boxes.device),
             gt_boxes,
-            torch.tensor(gt_counts),
+            torch.tensor(gt_counts, device=gt_boxes.device),
             config.positive_iou,
             config.negative_iou,
             min_pos_iou=0.0,
