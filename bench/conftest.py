@@ -1,5 +1,7 @@
 import pytest
 
+from bench.timing import machine
+
 _SUMMARY_LINES = pytest.StashKey[list]()
 
 
@@ -16,3 +18,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("tinyfast benchmarks")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The saved json names the machine as the report prints it: CPU model, cores, torch, GPU."""
+    machine_info["tinyfast"] = machine()

@@ -19,9 +19,10 @@ echo "build: $(($(date +%s) - start)) s"
 python3 -c "import tinyfast; assert tinyfast.ops.cuda_available_in_build(), 'CUDA kernels not built'" || exit 1
 
 # The CUDA tests live beside the CPU tests; files that need packages absent there (pycocotools) are left out.
-python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py tests/test_fcos_targets.py -m cuda -q -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" \
+python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py tests/test_fcos_targets.py tests/test_modeling_fcos.py -m cuda -q -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" \
   || status=1
-python3 -m pytest bench/bench_nms.py bench/bench_merge.py bench/bench_fcos_targets.py --benchmark-only -q -p no:cacheprovider \
+python3 -m pytest bench/bench_nms.py bench/bench_merge.py bench/bench_fcos_targets.py bench/bench_end_to_end.py \
+  bench/bench_train_step.py --benchmark-only -q -p no:cacheprovider \
   --benchmark-json "$out/bench.json" 2>&1 | tee "$out/bench.log" || status=1
 python3 -m bench.report "$out/bench.json"
 exit $status

@@ -1,7 +1,55 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # The tests reuse the benchmark's workload generator; bench/ is not an installed package.
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
 if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_set(tmp_path_factory) -> Path:
+    """The tiny synthetic set (6 training, 2 test images), written once per session; copy it to change it."""
+    from tinyfast.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    generate(root, "tiny", seed=0)
+    return root
+
+
+def _data_overrides(root: Path) -> list[str]:
+    return [
+        f"data.root={root}",
+        f"data.train_annotations={root / 'annotations' / 'train.json'}",
+        f"data.test_annotations={root / 'annotations' / 'test.json'}",
+        f"data.train_images={root / 'images'}",
+        f"data.test_images={root / 'images'}",
+    ]
+
+
+@pytest.fixture
+def data_overrides():
+    """`data_overrides(root)`: the config overrides that point the data paths at a synthetic set in `root`."""
+    return _data_overrides
+
+
+@pytest.fixture
+def smoke_overrides(tiny_synthetic_set, tmp_path) -> list[str]:
+    """Config overrides for training runs of a few iterations on the CPU: the tiny synthetic set, a
+    16-channel ResNet-18 FCOS on 160x128 cuts, 8 iterations, run folder `tmp_path / "run"`."""
+    return [
+        f"run_dir={tmp_path / 'run'}",
+        *_data_overrides(tiny_synthetic_set),
+        "data.synthetic_preset=tiny",
+        "data.sub_size=[160, 128]",
+        "model.channels=16",
+        "model.stacked_convs=1",
+        "model.nms_pre=50",
+        "train.epochs=1",
+        "train.max_iters_per_epoch=8",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.warmup_iters=5",
+    ]

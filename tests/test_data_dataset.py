@@ -63,6 +63,17 @@ def test_training_cuts_follow_the_reference(synthetic):
     assert image.shape == (3, 512, 640) and target["size"] == (512, 640)
 
 
+def test_training_on_dense_images_when_asked(synthetic):
+    root, train = synthetic
+    data = load_annotations(train)
+    dense = {i.id for i in data.images if data.annotations_of(i.id).is_dense}
+    reference = TinyPersonDataset(train, root / "images", flip_prob=0.0)
+    with_dense = TinyPersonDataset(train, root / "images", flip_prob=0.0, skip_dense=False)
+    extra = [s for s in with_dense.samples if s.source_id in dense]
+    assert extra and len(with_dense) == len(reference) + len(extra)
+    assert sum(len(s.boxes) for s in extra) > 100
+
+
 def test_corner_json_export_gives_the_same_items(synthetic, tmp_path):
     root, train = synthetic
     data = load_annotations(train)

@@ -25,7 +25,7 @@ def test_deterministic_for_a_seed(tiny, tmp_path):
     assert a["annotations/train.json"] != c["annotations/train.json"]
 
 
-@pytest.mark.parametrize("preset", ["tiny", "default"])
+@pytest.mark.parametrize("preset", ["tiny", "default", "dense"])
 def test_statistics_match_the_promises(tiny, tmp_path, preset):
     if preset == "tiny":
         tmp_path = tiny

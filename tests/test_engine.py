@@ -7,12 +7,11 @@ import torchvision
 
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
-from tinyfast.data.synthetic import generate
-from tinyfast.engine.checkpoint import load_checkpoint, save_checkpoint
+from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, resume_path, save_checkpoint
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
 from tinyfast.engine.evaluation import task_ground_truth
-from tinyfast.engine.optim import StepSchedule, sgd
-from tinyfast.engine.trainer import build_model, train
+from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
+from tinyfast.engine.trainer import amp_dtype, build_model, train
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
 from tinyfast.tiling import TileSettings
 
@@ -70,13 +69,53 @@ def test_schedule_warms_up_linearly_then_steps():
     assert optimizer.param_groups[1]["lr"] == pytest.approx(0.002)
 
 
-def test_checkpoints_keep_the_last_k_and_leave_no_temporary_files(tmp_path):
+def test_checkpoints_keep_the_last_k_of_each_kind_and_leave_no_temporary_files(tmp_path):
     for epoch in range(1, 5):
-        save_checkpoint({"epoch": epoch}, tmp_path, epoch, keep_last=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_3.pth", "epoch_4.pth", "latest.pth"]
+        save_checkpoint({"epoch": epoch}, tmp_path, f"iter_{10 * epoch - 5}", keep_last=2)
+        save_checkpoint({"epoch": epoch}, tmp_path, f"epoch_{epoch}", keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch_3.pth",
+        "epoch_4.pth",
+        "iter_25.pth",
+        "iter_35.pth",
+        "latest.pth",
+    ]
     assert load_checkpoint(tmp_path / "latest.pth")["epoch"] == 4
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "epoch_1.pth")
+    with pytest.raises(ValueError, match="epoch_N or iter_N"):
+        save_checkpoint({}, tmp_path, "best", keep_last=2)
+
+
+def test_partial_writes_are_removed_and_resume_finds_its_checkpoint(tmp_path):
+    (tmp_path / ".epoch_2.pth.abc123.tmp").write_bytes(b"half a checkpoint")
+    assert [p.name for p in remove_partial_writes(tmp_path)] == [".epoch_2.pth.abc123.tmp"]
+    assert not list(tmp_path.iterdir())
+    assert resume_path(tmp_path, None, auto_resume=True) is None  # nothing to resume: a fresh start
+    save_checkpoint({}, tmp_path, "epoch_1", keep_last=1)
+    assert resume_path(tmp_path, None, auto_resume=False) is None
+    assert resume_path(tmp_path, None, auto_resume=True) == tmp_path / "latest.pth"
+    assert resume_path(tmp_path, "auto", auto_resume=False) == tmp_path / "latest.pth"
+    assert resume_path(tmp_path, tmp_path / "epoch_1.pth", auto_resume=False) == tmp_path / "epoch_1.pth"
+    with pytest.raises(ValueError, match="--resume: checkpoint .*epoch_7.pth does not exist"):
+        resume_path(tmp_path, tmp_path / "epoch_7.pth", auto_resume=True)
+
+
+def test_linear_lr_scaling():
+    assert linear_scaled_lr(0.01, reference_batch=4, world_size=2, batch_size=2) == 0.01
+    assert linear_scaled_lr(0.01, reference_batch=4, world_size=1, batch_size=2) == 0.005
+    assert linear_scaled_lr(0.01, reference_batch=4, world_size=8, batch_size=2) == 0.04
+    with pytest.raises(ValueError, match="train.reference_batch"):
+        linear_scaled_lr(0.01, reference_batch=0, world_size=1, batch_size=2)
+
+
+def test_mixed_precision_is_for_gpus():
+    assert amp_dtype("bf16", torch.device("cpu")) is None
+    assert amp_dtype("fp16", torch.device("cuda", 0)) is torch.float16
+    assert amp_dtype("bf16", torch.device("cuda", 0)) is torch.bfloat16
+    assert amp_dtype("off", torch.device("cuda", 0)) is None
+    with pytest.raises(ValueError, match="train.amp must be one of"):
+        amp_dtype("fp8", torch.device("cpu"))
 
 
 def test_task_ground_truth_merges_or_ignores_categories():
@@ -96,34 +135,15 @@ def test_task_ground_truth_merges_or_ignores_categories():
         task_ground_truth(coco, "lake")
 
 
-def smoke_overrides(tmp_path) -> list[str]:
-    data = tmp_path / "synthetic"
-    return [
-        f"run_dir={tmp_path / 'run'}",
-        f"data.root={data}",
-        f"data.train_annotations={data / 'annotations' / 'train.json'}",
-        f"data.test_annotations={data / 'annotations' / 'test.json'}",
-        f"data.train_images={data / 'images'}",
-        f"data.test_images={data / 'images'}",
-        "data.synthetic_preset=tiny",
-        "data.sub_size=[160, 128]",
-        "model.channels=16",
-        "model.stacked_convs=1",
-        "model.nms_pre=50",
-        "train.epochs=1",
-        "train.batch_size=2",
-        "train.workers=0",
-        "train.warmup_iters=5",
-    ]
-
-
-def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(tmp_path):
-    config = load_config(DEFAULT_CONFIG, smoke_overrides(tmp_path))
+def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(smoke_overrides, tmp_path):
+    config = load_config(DEFAULT_CONFIG, [*smoke_overrides, "train.amp=bf16"])  # ignored on the CPU
     model, metrics = train(config, tmp_path / "run", progress=False)
     assert 0 <= metrics["AP50_tiny"] <= 1
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["iteration"] == 1 and "AP50_tiny" in log[-1]
     assert (tmp_path / "run" / "results_during.json").is_file()
+    if not torch.cuda.is_available():
+        assert "this CPU run trains in float32" in (tmp_path / "run" / "train.log").read_text()
 
     reloaded = build_model(config["model"])
     reloaded.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pth")["model"])
@@ -147,20 +167,18 @@ def test_cli_argument_errors(tmp_path, capsys):
         test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
 
 
-@pytest.fixture(scope="module")
-def one_image_synthetic_set(tmp_path_factory):
-    """The tiny synthetic preset cut down to one 1280x720 image per split: a training epoch of a few
-    iterations, and a test image of 6 tiles (x in {0, 540, 640}, y in {0, 208})."""
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, "tiny", 0)
-    for split in ("train", "test"):
-        coco = json.loads((root / "annotations" / f"{split}.json").read_text())
-        image = coco["images"][1]
-        assert (image["width"], image["height"]) == (1280, 720)
-        coco["images"] = [image]
-        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
-        (root / "annotations" / f"{split}_one.json").write_text(json.dumps(coco))
-    return root
+@pytest.fixture
+def one_test_image(tiny_synthetic_set, tmp_path):
+    """The tiny synthetic set's test annotations cut down to its 1280x720 image: 6 tiles (x in {0, 540, 640},
+    y in {0, 208})."""
+    coco = json.loads((tiny_synthetic_set / "annotations" / "test.json").read_text())
+    image = coco["images"][1]
+    assert (image["width"], image["height"]) == (1280, 720)
+    coco["images"] = [image]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    path = tmp_path / "test_one.json"
+    path.write_text(json.dumps(coco))
+    return path
 
 
 SMALL_DETECTORS = {
@@ -177,20 +195,19 @@ SMALL_DETECTORS = {
 
 @pytest.mark.parametrize("config_name", sorted(SMALL_DETECTORS))
 def test_detector_trains_and_tests_through_the_clis_with_both_policies(
-    config_name, one_image_synthetic_set, tmp_path, capsys
+    config_name, tiny_synthetic_set, data_overrides, one_test_image, tmp_path, capsys
 ):
-    data, run = one_image_synthetic_set, tmp_path / "run"
+    run = tmp_path / "run"
     overrides = [
         f"run_dir={run}",
-        f"data.root={data}",
-        f"data.train_annotations={data / 'annotations' / 'train_one.json'}",
-        f"data.test_annotations={data / 'annotations' / 'test_one.json'}",
-        f"data.train_images={data / 'images'}",
-        f"data.test_images={data / 'images'}",
+        *data_overrides(tiny_synthetic_set),
+        f"data.test_annotations={one_test_image}",
+        "data.sub_size=[160, 128]",
         "model.channels=16",
         "model.nms_pre=50",
         "model.score_threshold=0.0",  # an untrained model: keep every candidate to merge
         "train.epochs=1",
+        "train.max_iters_per_epoch=8",
         "train.batch_size=2",
         "train.workers=0",
         "train.warmup_iters=2",

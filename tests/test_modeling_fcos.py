@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 
 from tinyfast.modeling import AdapFCOS, FCOSConfig, ResNetFPN
 from tinyfast.modeling.backbone import local_imagenet_weights
+from tinyfast.ops import cuda_available_in_build
 
 
 def small_config(**overrides) -> FCOSConfig:
@@ -67,6 +69,52 @@ def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():
     total.backward()
     assert model.backbone.stem[0].weight.grad is None
     assert model.head.cls_logits.weight.grad is not None
+
+
+def test_under_autocast_the_losses_are_float32_and_close_to_float32_training():
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
+    generator = torch.Generator().manual_seed(1)
+    targets = [tiny_persons(generator, height=64, width=96) for _ in range(2)]
+    images = torch.randn(2, 3, 64, 96)
+    reference = model(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.head(model.backbone(images))[0][0].dtype == torch.bfloat16  # the head's logits are half
+        losses = model(images, targets)
+    for name, value in losses.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        torch.testing.assert_close(value, reference[name], rtol=0.05, atol=0.01)
+    sum(losses.values()).backward()
+    assert torch.isfinite(model.head.cls_logits.weight.grad).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not cuda_available_in_build(), reason="needs a CUDA device and kernels"
+)
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
+def test_a_training_step_on_the_gpu_matches_the_cpu_within_its_precision(dtype):
+    torch.manual_seed(0)
+    model = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
+    generator = torch.Generator().manual_seed(1)
+    targets = [tiny_persons(generator, height=64, width=96) for _ in range(2)]
+    images = torch.randn(2, 3, 64, 96)
+    reference = model(images, targets)
+    gpu = copy.deepcopy(model).cuda()
+    gpu_targets = [{key: value.cuda() for key, value in target.items()} for target in targets]
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        losses = gpu(images.cuda(), gpu_targets)
+    tolerance = {"rtol": 1e-3, "atol": 1e-4} if dtype is None else {"rtol": 0.05, "atol": 0.01}
+    for name, value in losses.items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value.cpu(), reference[name].detach(), **tolerance)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    initial_scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+    scaler.scale(sum(losses.values())).backward()
+    scaler.step(torch.optim.SGD(gpu.parameters(), lr=0.01))
+    scaler.update()
+    finite = all(torch.isfinite(p.grad).all() for p in gpu.parameters() if p.grad is not None)
+    assert finite or scaler.get_scale() < initial_scale  # an overflow: the scaler skipped the step, backs off
 
 
 def test_loss_falls_when_fitting_one_image():

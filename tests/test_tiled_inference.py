@@ -5,56 +5,9 @@ import json
 import pytest
 import torch
 import torchvision
+from painted_persons import PaintedPersonDetector, painted_image
 
 from tinyfast.tiling import TileSettings, TorchvisionDetector, detect_images, merge_policy, write_coco_results
-
-IMAGE_SIZE = (1000, 700)  # tiles x in [0, 640) and [360, 1000), y in [0, 512) and [188, 700)
-
-
-FIRST_ID = 1000  # bilinear resizing blends a person's edge with the background into values below any id
-
-
-def painted_image(persons):
-    """Channel 0 holds FIRST_ID + k inside person k's box (integer pixel coordinates), 0 elsewhere."""
-    width, height = IMAGE_SIZE
-    image = torch.zeros(3, height, width)
-    for k, (x1, y1, x2, y2) in enumerate(persons):
-        image[0, y1:y2, x1:x2] = FIRST_ID + k
-    return image
-
-
-class PaintedPersonDetector:
-    """Returns the bounding box of every painted person visible in a tile (jittered by ``jitter`` px),
-    scored 0.9 - 0.01 * k, 0.2 less when the box touches the tile's edge (as a detector is less sure of a
-    cut person). Records the batch shapes and settings it was called with."""
-
-    def __init__(self, jitter=0.0):
-        self.jitter = jitter
-        self.calls = []
-
-    def __call__(self, tiles, settings):
-        self.calls.append((tuple(tiles.shape), settings))
-        results = []
-        for tile in tiles:
-            height, width = tile.shape[-2:]
-            boxes, scores = [], []
-            for value in tile[0].unique().tolist():
-                if value < FIRST_ID or value != int(value):
-                    continue
-                ys, xs = torch.nonzero(tile[0] == value, as_tuple=True)
-                box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
-                cut = box[0] == 0 or box[1] == 0 or box[2] == width or box[3] == height
-                boxes.append(box + self.jitter * torch.tensor([1.0, -1.0, -1.0, 1.0]))
-                scores.append(0.9 - 0.01 * (value - FIRST_ID) - (0.2 if cut else 0.0))
-            results.append(
-                {
-                    "boxes": torch.stack(boxes) if boxes else torch.empty(0, 4),
-                    "scores": torch.tensor(scores),
-                    "labels": torch.zeros(len(boxes), dtype=torch.int64),
-                }
-            )
-        return results
-
 
 PERSONS = [
     (100, 100, 112, 120),  # inside tile (0, 0) only

@@ -1,7 +1,8 @@
 """Test a trained detector: `python -m tinyfast.test CONFIG CHECKPOINT [--policy during|after] [k=v ...]`.
 
 Runs tiled inference on the config's test images with the merge policy, writes the COCO results json and
-the metrics next to the checkpoint (or into --out), and prints the evaluation table.
+the metrics next to the checkpoint (or into --out), and prints the evaluation table. Under
+`torchrun --nproc_per_node N -m tinyfast.test ...` every process infers a share of the images.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tinyfast.engine import distributed
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import evaluate_detector
@@ -40,16 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     policy = args.policy or config["test"]["policy"]
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
-    metrics = evaluate_detector(
-        model.detect_tiles,
-        config,
-        out_dir,
-        policy,
-        progress=not args.no_progress,
-        images_per_batch=config["test"]["images_per_batch"],
-    )
-    print(format_report(metrics, EvalParams.tinyperson(1000)))
-    print(f"results and metrics ({policy}): {out_dir}")
+    with distributed.launch(config["train"]["device"]) as processes:
+        metrics = evaluate_detector(
+            model.to(processes.device).detect_tiles,
+            config,
+            out_dir,
+            policy,
+            progress=not args.no_progress and processes.is_main,
+            images_per_batch=config["test"]["images_per_batch"],
+            device=processes.device,
+        )
+    if processes.is_main:
+        print(format_report(metrics, EvalParams.tinyperson(1000)))
+        print(f"results and metrics ({policy}): {out_dir}")
     return 0
 
 

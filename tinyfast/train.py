@@ -3,15 +3,20 @@
 With no arguments, the embedded default (configs/fcos_synthetic.toml): the synthetic set is generated on
 first use, a small Adap FCOS is trained on the CPU and evaluated with tiled inference on the held-out
 images; checkpoints, logs, results and metrics go to its run folder and AP50 tiny is printed.
+
+Several processes (one per GPU, or gloo processes on the CPU), several machines:
+`torchrun --nproc_per_node N [--nnodes M ...] -m tinyfast.train CONFIG [key.sub=value ...]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
+from tinyfast.engine.distributed import is_main_process
 from tinyfast.engine.trainer import train
 from tinyfast.evaluation import EvalParams, format_report
 
@@ -21,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file in configs/")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the run folder's latest.pth")
+    resume.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint")
     args = parser.parse_args(argv)
     if "=" in args.config:  # only overrides were given
         args.overrides.insert(0, args.config)
@@ -35,10 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    main_process = is_main_process()
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     run_dir = Path(config["run_dir"])
-    _, metrics = train(config, run_dir, progress=not args.no_progress)
-    print(format_report(metrics, EvalParams.tinyperson(1000)))
-    print(f"checkpoints, logs, results and metrics: {run_dir}")
+    try:
+        resume = args.resume_from or ("auto" if args.resume else None)
+        _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
+    except (ValueError, FloatingPointError) as error:  # bad input or data, a diverged run
+        if main_process:
+            print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
+    if main_process:
+        if metrics:
+            print(format_report(metrics, EvalParams.tinyperson(1000)))
+        print(f"checkpoints, logs, results and metrics: {run_dir}")
     return 0
 
 

@@ -38,7 +38,8 @@ class TinyPersonDataset(Dataset):
 
     `cut=True` cuts each full image into the reference's training sub-images (section 2 of the protocol)
     on the fly; a corner json (images with `corner`) is read as it is. With `train=True`, dense images are
-    left out and, unless `flip_prob` says otherwise, images are flipped horizontally with probability 0.5.
+    left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
+    images are flipped horizontally with probability 0.5.
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
     """
 
@@ -55,6 +56,7 @@ class TinyPersonDataset(Dataset):
         overlap: tuple[int, int] = OVERLAP,
         keep_ratio: float = KEEP_RATIO,
         flip_prob: float | None = None,
+        skip_dense: bool | None = None,
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
     ):
@@ -65,6 +67,7 @@ class TinyPersonDataset(Dataset):
         self.task = task
         self.classes = self.annotations.classes(task)
         self.flip_prob = (0.5 if train else 0.0) if flip_prob is None else flip_prob
+        skip_dense = train if skip_dense is None else skip_dense
         self.normalization = normalization
         is_corner_json = any(info.corner is not None for info in self.annotations.images)
         cut = train and not is_corner_json if cut is None else cut
@@ -72,14 +75,14 @@ class TinyPersonDataset(Dataset):
             subs = cut_annotation_set(
                 self.annotations,
                 erase=erase,
-                skip_dense=train,
+                skip_dense=skip_dense,
                 sub_size=sub_size,
                 overlap=overlap,
                 keep_ratio=keep_ratio,
             )
             self.samples = [self._sample(s.image, s.corner, s.annotations, s.erase_regions) for s in subs]
         else:
-            self.samples = self._whole_samples(erase, skip_dense=train)
+            self.samples = self._whole_samples(erase, skip_dense)
         self._check_files()
 
     def _whole_samples(self, erase: bool, skip_dense: bool) -> list[Sample]:

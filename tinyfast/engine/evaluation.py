@@ -12,9 +12,10 @@ import torch
 from tqdm import tqdm
 
 from tinyfast.data.transforms import normalize, read_image
+from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling import DETECTORS
-from tinyfast.tiling import detect_images, merge_policy, write_coco_results
+from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
 
 _TASK_CATEGORIES = {"sea": 1, "earth": 2}
 
@@ -38,6 +39,27 @@ def task_ground_truth(coco: dict, task: str) -> dict:
     return gt
 
 
+def policy_for_model(
+    name: str, model_config: dict, *, nms_pre: int | None = None, max_per_img: int | None = None
+) -> MergePolicy:
+    """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
+    overridable here) and its kind (a dense head, or Faster-FPN's two stages: see `merge_policy`): "during"
+    merges with the model's NMS threshold and applies `score_thr` in the detector, per tile (dense heads: to
+    the raw class score); "after" merges at the reference's `merge_nms_th` 0.5."""
+    chosen = merge_policy(
+        name,
+        dense_head=DETECTORS[model_config["name"]][0].dense_head,
+        nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
+        max_per_img=max_per_img,
+        iou_threshold=model_config["nms_iou"],
+    )
+    if name == "during":
+        score_threshold = model_config["score_threshold"]
+        tile_settings = dataclasses.replace(chosen.tile_settings, score_threshold=score_threshold)
+        return dataclasses.replace(chosen, score_threshold=None, tile_settings=tile_settings)
+    return dataclasses.replace(chosen, iou_threshold=0.5)
+
+
 def evaluate_detector(
     detector,
     config: dict,
@@ -46,37 +68,42 @@ def evaluate_detector(
     *,
     progress: bool = True,
     images_per_batch: int = 2,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Runs `detector` (a `TileDetector`) on every test image, writes `results_{policy}.json` and
-    `metrics_{policy}.json` into `out_dir`, and returns the metrics (headline: `AP50_tiny`)."""
-    data, model = config["data"], config["model"]
+    """Runs `detector` (a `TileDetector` whose weights are on `device`) on every test image, writes
+    `results_{policy}.json` and `metrics_{policy}.json` into `out_dir`, and returns the metrics (headline:
+    `AP50_tiny`).
+
+    In a distributed run every process infers its share of the batches of `images_per_batch` images (batch
+    k goes to rank k mod world size); rank 0 gathers the detections, puts them back in the order of the
+    test set, writes and evaluates them once, and every process returns its metrics. The batches are those
+    of a single process, so the results are the same as one process's when the processes compute as it
+    does (on CPU: the same number of threads per process)."""
+    data = config["data"]
     gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
-    dense_head = DETECTORS[model["name"]][0].dense_head
-    chosen = merge_policy(
-        policy, dense_head=dense_head, nms_pre=model["nms_pre"], iou_threshold=model["nms_iou"]
-    )
-    if policy == "during":  # the detector applies score_thr to the raw class score, per tile
-        chosen = dataclasses.replace(
-            chosen,
-            score_threshold=None,
-            tile_settings=dataclasses.replace(chosen.tile_settings, score_threshold=model["score_threshold"]),
-        )
-    else:
-        chosen = dataclasses.replace(chosen, iou_threshold=0.5)  # the reference's merge_nms_th
-    detections, image_ids = [], []
+    chosen = policy_for_model(policy, config["model"])
     infos = gt["images"]
-    for start in tqdm(range(0, len(infos), images_per_batch), desc=f"test ({policy})", disable=not progress):
-        batch = infos[start : start + images_per_batch]
+    batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
+    mine = list(range(len(batches)))[distributed.rank() :: distributed.world_size()]
+    found = []
+    for index in tqdm(mine, desc=f"test ({policy})", disable=not progress):
         images = [
             normalize(read_image(str(Path(data["test_images"]) / info["file_name"])), data["normalization"])
-            for info in batch
+            for info in batches[index]
         ]
         with torch.no_grad():
-            detections += detect_images(detector, images, chosen)
-        image_ids += [info["id"] for info in batch]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = write_coco_results(detections, image_ids, out_dir / f"results_{policy}.json")
-    metrics = evaluate(gt, results, max_dets=1000)
-    (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
-    return metrics
+            detections = detect_images(detector, [image.to(device) for image in images], chosen)
+        found.append((index, [{key: value.cpu() for key, value in d.items()} for d in detections]))
+    gathered = distributed.gather_objects_to_main(found)
+    metrics = None
+    if gathered is not None:
+        by_batch = dict(pair for shard in gathered for pair in shard)
+        detections = [d for index in range(len(batches)) for d in by_batch[index]]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results = write_coco_results(
+            detections, [info["id"] for info in infos], out_dir / f"results_{policy}.json"
+        )
+        metrics = evaluate(gt, results, max_dets=1000)
+        (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
+        (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
+    return distributed.broadcast_from_main(metrics)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from torch import nn, optim
 
 
+def linear_scaled_lr(lr: float, reference_batch: int, world_size: int, batch_size: int) -> float:
+    """The linear scaling rule: `lr` is the learning rate for a total batch of `reference_batch` images
+    (the reference's GPUs x images per GPU); a run with `world_size` processes of `batch_size` images uses
+    lr x world_size x batch_size / reference_batch."""
+    if not isinstance(reference_batch, int) or isinstance(reference_batch, bool) or reference_batch < 1:
+        raise ValueError(f"train.reference_batch must be an int >= 1, got {reference_batch!r}")
+    return lr * world_size * batch_size / reference_batch
+
+
 def sgd(
     model: nn.Module,
     lr: float,

@@ -1,22 +1,40 @@
-"""The training loop: data, model, SGD with the reference's schedule, checkpoints and logs in a run folder."""
+"""The training loop: data, model, SGD with the reference's schedule, checkpoints and logs in a run folder;
+one process or a torchrun launch of many (DistributedDataParallel), resumable at any iteration."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from tinyfast.data import TinyPersonDataset, make_loader
+from tinyfast.data import DataError, TinyPersonDataset
+from tinyfast.data.sampling import EpochBatchSampler, TrainingBatch, make_training_loader
 from tinyfast.data.synthetic import PRESETS, generate
-from tinyfast.engine.checkpoint import save_checkpoint
+from tinyfast.engine import distributed
+from tinyfast.engine.checkpoint import (
+    LATEST,
+    load_checkpoint,
+    remove_partial_writes,
+    restore_rng_states,
+    resume_path,
+    rng_states,
+    save_checkpoint,
+)
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.optim import StepSchedule, sgd
+from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.modeling import DETECTORS
+
+log = logging.getLogger("tinyfast.train")
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_model(model_config: dict) -> nn.Module:
@@ -48,99 +66,414 @@ def prepare_data(data_config: dict) -> None:
         generate(data_config["root"], preset, data_config.get("synthetic_seed", 0))
 
 
-def train_loader(config: dict) -> torch.utils.data.DataLoader:
-    data, train = config["data"], config["train"]
-    dataset = TinyPersonDataset(
-        data["train_annotations"],
-        data["train_images"],
-        task=data["task"],
+def train_dataset(data_config: dict) -> TinyPersonDataset:
+    return TinyPersonDataset(
+        data_config["train_annotations"],
+        data_config["train_images"],
+        task=data_config["task"],
         train=True,
-        erase=data["erase"],
-        sub_size=tuple(data["sub_size"]),
-        normalization=data["normalization"],
-    )
-    return make_loader(
-        dataset,
-        train["batch_size"],
-        shuffle=True,
-        num_workers=train["workers"],
-        drop_last=True,
-        seed=train["seed"],
+        erase=data_config["erase"],
+        skip_dense=data_config["skip_dense"],
+        sub_size=tuple(data_config["sub_size"]),
+        normalization=data_config["normalization"],
     )
 
 
-def train(config: dict, run_dir: Path, *, progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.amp`; None (float32) on CPU, where mixed precision is not used."""
+    if mode not in AMP_DTYPES:
+        raise ValueError(f"train.amp must be one of {sorted(AMP_DTYPES)}, got {mode!r}")
+    return AMP_DTYPES[mode] if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """`train.deterministic`: PyTorch's deterministic algorithms for the duration of the run (CPU runs are
+    then bit-identical). On GPUs an op without a deterministic kernel warns instead of stopping the run."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    previous_cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous_cudnn
+
+
+@contextlib.contextmanager
+def _messages_to_file(path: Path | None):
+    """The engine's messages (lr scaling, resume, skips) also go to `path`, the run folder's train.log."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        handler.close()
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run stands; stored in every checkpoint so that a resumed run skips exactly what it did."""
+
+    epoch: int = 0  # epochs finished
+    batch_in_epoch: int = 0  # batches of the current epoch done (trained on or skipped)
+    iteration: int = 0  # batches done in all
+    skipped_batches: int = 0  # batches skipped for a non-finite loss
+    skipped_images: int = 0  # images left out because they could not be read
+
+
+class RecordLog:
+    """`log.jsonl` of the run folder: one json record per line, written by rank 0 only."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.file = path.open("a") if enabled else None
+
+    def write(self, record: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        if self.file:
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+class Trainer:
+    """One process of a run: `Trainer(config, run_dir, processes).run()`. Rank 0 alone writes the run
+    folder (config, logs, checkpoints, results); every process trains and evaluates its share."""
+
+    def __init__(
+        self,
+        config: dict,
+        run_dir: Path,
+        processes: distributed.Processes,
+        *,
+        progress: bool = True,
+        resume: str | Path | None = None,
+    ):
+        self.config, self.run_dir, self.processes = config, run_dir, processes
+        self.progress = progress and processes.is_main
+        self.device = processes.device
+        settings = config["train"]
+        torch.manual_seed(settings["seed"])
+        np.random.seed(settings["seed"])
+        random.seed(settings["seed"])
+        if processes.is_main:
+            self._prepare_run_folder()
+        distributed.barrier()
+        self.sampler, self.loader = self._data()
+        self.model = self._model()
+        lr = linear_scaled_lr(
+            settings["lr"], settings["reference_batch"], processes.world_size, settings["batch_size"]
+        )
+        self._info(
+            f"lr {settings['lr']:g} is for a total batch of {settings['reference_batch']} "
+            f"(train.reference_batch); this run: {processes.world_size} process(es) x "
+            f"{settings['batch_size']} images -> lr {lr:g} (linear scaling)"
+        )
+        self.optimizer = sgd(
+            self.model,
+            lr,
+            settings["momentum"],
+            settings["weight_decay"],
+            settings["bias_lr_mult"],
+            settings["bias_decay_mult"],
+        )
+        self.schedule = StepSchedule(
+            self.optimizer,
+            settings["steps"],
+            settings["warmup"],
+            settings["warmup_iters"],
+            settings["warmup_ratio"],
+        )
+        self.amp_dtype = amp_dtype(settings["amp"], self.device)
+        if settings["amp"] != "off" and self.amp_dtype is None:
+            message = f"train.amp = {settings['amp']!r} is for GPUs: this CPU run trains in float32"
+            self._info(message, logging.WARNING)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.position = Position()
+        checkpoint = resume_path(run_dir, resume, settings["auto_resume"])
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.network = (
+            nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if processes.world_size > 1
+            else self.model
+        )
+
+    def _prepare_run_folder(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        for path in remove_partial_writes(self.run_dir):
+            self._info(f"removed {path.name}, a checkpoint write that never finished")
+        prepare_data(self.config["data"])
+
+    def _data(self) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
+        settings, processes = self.config["train"], self.processes
+        dataset = train_dataset(self.config["data"])
+        sampler = EpochBatchSampler(
+            len(dataset),
+            settings["batch_size"],
+            seed=settings["seed"],
+            rank=processes.rank,
+            world_size=processes.world_size,
+            max_batches=settings["max_iters_per_epoch"],
+        )
+        if sampler.batches_per_epoch == 0:
+            raise ValueError(
+                f"{len(dataset)} training items do not fill one batch of {settings['batch_size']} "
+                f"in each of {processes.world_size} process(es)"
+            )
+        loader = make_training_loader(
+            dataset, sampler, num_workers=settings["workers"], pin_memory=self.device.type == "cuda"
+        )
+        return sampler, loader
+
+    def _model(self) -> nn.Module:
+        """The config's model on this process's device; BatchNorm synchronised across GPUs."""
+        model = build_model(self.config["model"]).to(self.device).train()
+        world_size = self.processes.world_size
+        if world_size > 1 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            if self.device.type == "cuda":
+                return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            message = f"BatchNorm statistics are per process: {world_size} CPU processes do not train as one"
+            self._info(f"{message} (SyncBatchNorm needs GPUs)", logging.WARNING)
+        return model
+
+    def _info(self, message: str, level: int = logging.INFO) -> None:
+        if self.processes.is_main:
+            log.log(level, message)
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        needed = ["model", "optimizer", "scaler", "rng", "world_size", "batch_size"]
+        missing = [key for key in needed + [f.name for f in dataclasses.fields(Position)] if key not in state]
+        if missing:
+            raise ValueError(f"{path} cannot be resumed: it has no {', '.join(missing)}")
+        position = Position(**{field.name: state[field.name] for field in dataclasses.fields(Position)})
+        total_batch = self.processes.world_size * self.config["train"]["batch_size"]
+        saved_total = state["world_size"] * state["batch_size"]
+        if position.batch_in_epoch and total_batch != saved_total:
+            raise ValueError(
+                f"{path} was written in the middle of an epoch by {state['world_size']} process(es) x "
+                f"{state['batch_size']} images; resume it with the same total batch ({saved_total}, now "
+                f"{total_batch}) or from an epoch_N.pth"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_states(state["rng"])
+        self.position = position
+        if self.processes.is_main:
+            self._truncate_log(position.iteration)
+        self._info(
+            f"resumed from {path}: epoch {position.epoch + 1}, batch {position.batch_in_epoch} of the epoch, "
+            f"iteration {position.iteration}"
+        )
+
+    def _truncate_log(self, iteration: int) -> None:
+        """Drops the log records of iterations after the checkpoint: the resumed run writes them again."""
+        path = self.run_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a killed process, half written
+                continue
+            if record["iteration"] <= iteration:
+                kept.append(f"{line}\n")
+        path.write_text("".join(kept))
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            **dataclasses.asdict(self.position),
+            "rng": rng_states(),
+            "world_size": self.processes.world_size,
+            "batch_size": self.config["train"]["batch_size"],
+            "config": self.config,
+        }
+
+    def _save(self, name: str) -> None:
+        if self.processes.is_main:
+            save_checkpoint(self._state(), self.run_dir, name, self.config["train"]["keep_checkpoints"])
+
+    def run(self) -> tuple[nn.Module, dict[str, float]]:
+        """Trains the remaining epochs, evaluating every `test.eval_interval` epochs, then evaluates the
+        final model with tiled inference on the test images (unless the interval is negative). Returns the
+        model and the last metrics."""
+        epochs, interval = self.config["train"]["epochs"], self.config["test"]["eval_interval"]
+        metrics = {}
+        with contextlib.closing(RecordLog(self.run_dir / "log.jsonl", self.processes.is_main)) as records:
+            while self.position.epoch < epochs:
+                self._train_epoch(records)
+                self._save(f"epoch_{self.position.epoch}")
+                if interval > 0 and self.position.epoch % interval == 0 and self.position.epoch < epochs:
+                    metrics = self._evaluate(records)
+            if interval >= 0:
+                metrics = self._evaluate(records)
+        if self.position.skipped_batches or self.position.skipped_images:
+            self._info(
+                f"skipped {self.position.skipped_batches} batch(es) with a non-finite loss and left out "
+                f"{self.position.skipped_images} unreadable image(s)",
+                logging.WARNING,
+            )
+        return self.model, metrics
+
+    def _train_epoch(self, records) -> None:
+        epoch, epochs = self.position.epoch, self.config["train"]["epochs"]
+        interval = self.config["train"]["checkpoint_interval"]
+        self.sampler.set_epoch(epoch, self.position.batch_in_epoch)
+        bar = tqdm(
+            self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, dynamic_ncols=True
+        )
+        for loaded in bar:
+            lr = self.schedule.set(epoch, self.position.iteration)
+            outcome = self._step(loaded)
+            self.position.batch_in_epoch += 1
+            self.position.iteration += 1
+            if "loss" in outcome:
+                bar.set_postfix(loss=f"{outcome['loss']:.3f}", lr=f"{lr:.2e}")
+            record = {"epoch": epoch + 1, "iteration": self.position.iteration, "lr": lr, "time": time.time()}
+            record.update(outcome)
+            records.write(record)
+            unfinished = self.position.batch_in_epoch < self.sampler.batches_per_epoch
+            if interval > 0 and self.position.iteration % interval == 0 and unfinished:
+                records.flush()
+                self._save(f"iter_{self.position.iteration}")
+        records.flush()
+        self.position.epoch += 1
+        self.position.batch_in_epoch = 0
+
+    def _step(self, loaded: TrainingBatch) -> dict:
+        """One iteration of every process: forward, then backward and SGD step unless the batch is skipped
+        (no readable image in some process, or a non-finite loss in some process: all skip together).
+        Returns what the log records: the losses averaged over the processes, or why it skipped."""
+        batch, bad_items = loaded
+        unreadable, empty = distributed.sum_over_processes(
+            torch.tensor([len(bad_items), batch is None], device=self.device)
+        ).tolist()
+        outcome = {}
+        if unreadable:
+            self._leave_out(bad_items, unreadable)
+            outcome["skipped_images"] = self.position.skipped_images
+        if empty:
+            return {**outcome, "skipped": "a batch without readable images"}
+        images = batch.images.to(self.device, non_blocking=True)
+        targets = [
+            {"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
+            for t in batch.targets
+        ]
+        # A skipped batch must not leave its trace in the BatchNorm statistics either.
+        buffers = (
+            [b.clone() for b in self.model.buffers()] if self.config["train"]["skip_bad_batches"] else []
+        )
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.network(images, targets)
+        loss = sum(losses.values())
+        values = distributed.mean_over_processes(torch.stack([v.detach().float() for v in losses.values()]))
+        named = dict(zip(losses, values.tolist(), strict=True))
+        if not all(np.isfinite(list(named.values()))):
+            self._skip_non_finite(named)
+            for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
+            return {**outcome, "skipped": "non-finite loss", "skipped_batches": self.position.skipped_batches}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config["train"]["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config["train"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        named["loss"] = sum(named.values())
+        return {**outcome, **{name: round(value, 5) for name, value in named.items()}}
+
+    def _leave_out(self, bad_items: list[str], unreadable: int) -> None:
+        messages = [m for shard in distributed.all_gather_objects(bad_items) for m in shard]
+        if not self.config["data"]["skip_bad_images"]:
+            more = f" (and {unreadable - 1} more)" if unreadable > 1 else ""
+            raise DataError(f"{messages[0]}{more}; data.skip_bad_images = true leaves such images out")
+        self.position.skipped_images += unreadable
+        for message in messages:
+            self._info(f"left out of the batch: {message}", logging.WARNING)
+
+    def _skip_non_finite(self, losses: dict[str, float]) -> None:
+        allowed = self.config["train"]["skip_bad_batches"]
+        where = f"epoch {self.position.epoch + 1}, iteration {self.position.iteration + 1}"
+        if self.position.skipped_batches >= allowed:
+            latest = self.run_dir / LATEST
+            kept = (
+                f"the last good checkpoint is {latest}"
+                if latest.is_file()
+                else "no checkpoint was written yet"
+            )
+            raise FloatingPointError(
+                f"non-finite loss at {where}: {losses}; the run stops ({self.position.skipped_batches} "
+                f"batch(es) skipped before, train.skip_bad_batches = {allowed}); {kept}"
+            )
+        self.position.skipped_batches += 1
+        self._info(
+            f"skipped the batch of {where}: non-finite loss {losses} "
+            f"({self.position.skipped_batches} of at most {allowed})",
+            logging.WARNING,
+        )
+
+    def _evaluate(self, records) -> dict[str, float]:
+        test = self.config["test"]
+        metrics = evaluate_detector(
+            self.model.detect_tiles,
+            self.config,
+            self.run_dir,
+            test["policy"],
+            progress=self.progress,
+            images_per_batch=test["images_per_batch"],
+            device=self.device,
+        )
+        records.write({"epoch": self.position.epoch, "iteration": self.position.iteration, **metrics})
+        records.flush()
+        self.model.train()
+        return metrics
+
+
+def train(
+    config: dict, run_dir: Path, *, progress: bool = True, resume: str | Path | None = None
+) -> tuple[nn.Module, dict[str, float]]:
     """Trains the config's model, then evaluates it with tiled inference on the test images.
 
-    Writes `config.json`, `log.jsonl`, checkpoints, results and metrics into `run_dir`; returns the model
-    and the last metrics."""
-    train_config = config["train"]
-    torch.manual_seed(train_config["seed"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    prepare_data(config["data"])
-    loader = train_loader(config)
-    model = build_model(config["model"]).train()
-    optimizer = sgd(
-        model,
-        train_config["lr"],
-        train_config["momentum"],
-        train_config["weight_decay"],
-        train_config["bias_lr_mult"],
-        train_config["bias_decay_mult"],
-    )
-    schedule = StepSchedule(
-        optimizer,
-        train_config["steps"],
-        train_config["warmup"],
-        train_config["warmup_iters"],
-        train_config["warmup_ratio"],
-    )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    epochs, iteration, metrics = train_config["epochs"], 0, {}
-    with (run_dir / "log.jsonl").open("a") as log:
-        for epoch in range(epochs):
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, dynamic_ncols=True)
-            for batch in bar:
-                lr = schedule.set(epoch, iteration)
-                targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
-                losses = model(batch.images, targets)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss at epoch {epoch + 1}, iteration {iteration}: "
-                        f"{ {name: value.item() for name, value in losses.items()} }; the checkpoints in "
-                        f"{run_dir} are those of the last finished epoch"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if train_config["grad_clip"] > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, train_config["grad_clip"])
-                optimizer.step()
-                iteration += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-                record = {"epoch": epoch + 1, "iteration": iteration, "lr": lr, "time": time.time()}
-                record.update({name: round(value.item(), 5) for name, value in losses.items()})
-                log.write(json.dumps(record) + "\n")
-            log.flush()
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "iteration": iteration,
-                "config": config,
-            }
-            save_checkpoint(state, run_dir, epoch + 1, train_config["keep_checkpoints"])
-            interval = config["test"]["eval_interval"]
-            if epoch + 1 == epochs or (interval > 0 and (epoch + 1) % interval == 0):
-                metrics = evaluate_detector(
-                    model.detect_tiles,
-                    config,
-                    run_dir,
-                    config["test"]["policy"],
-                    progress=progress,
-                    images_per_batch=config["test"]["images_per_batch"],
-                )
-                log.write(json.dumps({"epoch": epoch + 1, "iteration": iteration, **metrics}) + "\n")
-                model.train()
-    return model, metrics
+    Under torchrun every process calls this; it joins the process group and leaves it at the end.
+    `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
+    `train.auto_resume`). Writes `config.json`, `log.jsonl`, `train.log`, checkpoints, results and metrics
+    into `run_dir`; returns the model and the last metrics."""
+    settings = config["train"]
+    with distributed.launch(settings["device"]) as processes:
+        with (
+            _messages_to_file(run_dir / "train.log" if processes.is_main else None),
+            deterministic_algorithms(settings["deterministic"], processes.device),
+        ):
+            trainer = Trainer(config, run_dir, processes, progress=progress, resume=resume)
+            return trainer.run()

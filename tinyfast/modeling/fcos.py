@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.backbone import ResNetFPN
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
@@ -153,20 +154,25 @@ class AdapFCOS(nn.Module):
             list(config.regress_ranges),
             torch.cat([t["boxes"] for t in targets]),
             torch.cat([t["labels"] for t in targets]),
-            torch.tensor([len(t["boxes"]) for t in targets]),
+            torch.tensor([len(t["boxes"]) for t in targets], device=points[0].device),
             config.num_classes,
             center_sampling_radius=config.center_sampling_radius,
             norm_on_bbox=True,
         )
-        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes)
-        flat_distances = flatten_levels(distances, 4).reshape(-1, 4)
-        flat_centerness = flatten_levels(centerness, 1).reshape(-1)
+        # Under autocast the head's outputs may be half: the losses are computed in float32.
+        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes).float()
+        flat_distances = flatten_levels(distances, 4).reshape(-1, 4).float()
+        flat_centerness = flatten_levels(centerness, 1).reshape(-1).float()
         labels = labels.reshape(-1)
         box_targets = box_targets.reshape(-1, 4)
         flat_points = torch.cat(points).repeat(len(targets), 1)
 
+        # The normalisers are the totals over the processes of a distributed run divided by their number (DDP
+        # averages the gradients): N processes compute the gradient of one process with an N times larger
+        # batch. (mmdetection's reduce_mean clamps the mean, not the total: not the same with few positives.)
+        processes = world_size()
         positive = labels < config.num_classes
-        num_positive = max(float(positive.sum()), 1.0)
+        num_positive = sum_over_processes(positive.sum().float()).clamp(min=1.0) / processes
         one_hot = F.one_hot(labels, config.num_classes + 1)[:, : config.num_classes].to(flat_logits.dtype)
         loss_cls = (
             sigmoid_focal_loss(
@@ -176,17 +182,18 @@ class AdapFCOS(nn.Module):
         )
 
         positive_targets = box_targets[positive]
+        center_targets = centerness_targets(positive_targets)
+        center_total = sum_over_processes(center_targets.sum()).clamp(min=1e-6) / processes
         if len(positive_targets) == 0:  # keeps every parameter in the graph
             zero = flat_distances[positive].sum() + flat_centerness[positive].sum()
             return {"loss_cls": loss_cls, "loss_bbox": zero, "loss_centerness": zero}
-        center_targets = centerness_targets(positive_targets)
         positive_points = flat_points[positive]
         giou = generalized_box_iou_loss(
             distances_to_boxes(positive_points, flat_distances[positive]),
             distances_to_boxes(positive_points, positive_targets),
             reduction="none",
         )
-        loss_bbox = (giou * center_targets).sum() / center_targets.sum().clamp(min=1e-6)
+        loss_bbox = (giou * center_targets).sum() / center_total
         loss_centerness = (
             F.binary_cross_entropy_with_logits(flat_centerness[positive], center_targets, reduction="sum")
             / num_positive

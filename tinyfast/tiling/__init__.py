@@ -2,13 +2,20 @@
 
 from tinyfast.tiling.detector import TileDetector, TileSettings, TorchvisionDetector
 from tinyfast.tiling.grid import tile_grid
-from tinyfast.tiling.inference import MergePolicy, detect_images, merge_policy, write_coco_results
+from tinyfast.tiling.inference import (
+    MergePolicy,
+    coco_results,
+    detect_images,
+    merge_policy,
+    write_coco_results,
+)
 
 __all__ = [
     "MergePolicy",
     "TileDetector",
     "TileSettings",
     "TorchvisionDetector",
+    "coco_results",
     "detect_images",
     "merge_policy",
     "tile_grid",

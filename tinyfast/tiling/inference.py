@@ -168,16 +168,15 @@ def _merge(images, views, pixels, detections, policy, truncated):
     return merged.per_image(len(images))
 
 
-def write_coco_results(
+def coco_results(
     detections: Sequence[dict[str, torch.Tensor]],
     image_ids: Sequence[int],
-    path: str | Path,
     category_ids: Sequence[int] = (1,),
 ) -> list[dict]:
-    """Writes (and returns) a COCO results list: ``image_id``, ``category_id`` (label ``k`` becomes
-    ``category_ids[k]``), ``bbox`` ``[x, y, w, h]`` and ``score`` for every detection of every image."""
+    """A COCO results list: ``image_id``, ``category_id`` (label ``k`` becomes ``category_ids[k]``),
+    ``bbox`` ``[x, y, w, h]`` and ``score`` for every detection of every image."""
     if len(detections) != len(image_ids):
-        raise ValueError(f"write_coco_results: {len(detections)} detections for {len(image_ids)} image ids")
+        raise ValueError(f"coco_results: {len(detections)} detections for {len(image_ids)} image ids")
     results = []
     for image_id, found in zip(image_ids, detections, strict=True):
         for (x1, y1, x2, y2), score, label in zip(
@@ -191,5 +190,16 @@ def write_coco_results(
                     "score": score,
                 }
             )
+    return results
+
+
+def write_coco_results(
+    detections: Sequence[dict[str, torch.Tensor]],
+    image_ids: Sequence[int],
+    path: str | Path,
+    category_ids: Sequence[int] = (1,),
+) -> list[dict]:
+    """Writes (and returns) the ``coco_results`` of ``detections`` to ``path``."""
+    results = coco_results(detections, image_ids, category_ids)
     Path(path).write_text(json.dumps(results))
     return results

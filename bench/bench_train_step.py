@@ -1,0 +1,113 @@
+"""One training step of each of our detectors against torchvision's model of the same family, same run.
+
+A step is forward, losses, backward and an SGD step (momentum 0.9), on a batch of TinyPerson-like
+640x512 sub-images (``bench/fcos_reference.py``'s tiny people in clusters, 100 per image, those of less
+than 1 px dropped). Both sides are ResNet-50 FPN detectors trained from scratch (no weights; BatchNorm
+trained and every stage trainable, as torchvision builds a model without weights) and see the same images
+at the same size (torchvision's transform is set to keep them as they are; it normalises them itself).
+
+- FCOS: our AdapFCOS (P2-P6, towers of 4 convs of 256 channels without GroupNorm, targets from
+  ``tinyfast.ops.fcos_targets``) against ``torchvision.models.detection.fcos_resnet50_fpn`` (P3-P7, towers
+  with GroupNorm). Adap FCOS's P2 level gives its head 4x the locations of torchvision's P3: most of its
+  time is that, the price of seeing 2 px persons.
+
+Adding a family is one ``Family`` row. With ``--benchmark-disable`` (CI) or ``TINYFAST_BENCH_QUICK=1`` one
+step of each runs on a 160x128 image.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from bench.fcos_reference import tiny_person_fcos
+from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from tinyfast.modeling import AdapFCOS, FCOSConfig
+
+FULL = {"batch": 1, "height": 512, "width": 640, "rounds": 2, "baseline_runs": 2}
+QUICK = {"batch": 1, "height": 128, "width": 160, "rounds": 1, "baseline_runs": 1}
+PERSONS_PER_IMAGE = 100
+
+
+@dataclass(frozen=True)
+class Family:
+    """Ours (called ``model(images [B,3,H,W], targets)`` with 0-based labels) and torchvision's model of the
+    same family for an input size (called with lists, labels counted from 1: 0 is the background)."""
+
+    name: str
+    ours: Callable[[], nn.Module]
+    torchvision: Callable[[int, int], nn.Module]
+
+
+FAMILIES = [
+    Family(
+        "FCOS",
+        lambda: AdapFCOS(FCOSConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)),
+        lambda height, width: torchvision.models.detection.fcos_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
+        ),
+    ),
+]
+
+
+def tiny_person_batch(settings, device):
+    workload = tiny_person_fcos(settings["batch"], PERSONS_PER_IMAGE, settings["height"], settings["width"])
+    images = torch.rand(
+        settings["batch"],
+        3,
+        settings["height"],
+        settings["width"],
+        generator=torch.Generator().manual_seed(0),
+    )
+    targets = []
+    for boxes in workload.gt_boxes.split(workload.gt_counts.tolist()):
+        boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) >= 1).all(dim=1)]
+        targets.append(
+            {"boxes": boxes.to(device), "labels": torch.zeros(len(boxes), dtype=torch.int64, device=device)}
+        )
+    return images.to(device), targets
+
+
+def training_step(model, optimizer, images, targets):
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_step_vs_torchvision(benchmark, summary_line, family, device):
+    settings = QUICK if quick_mode(benchmark) else FULL
+    images, targets = tiny_person_batch(settings, device)
+    torch.manual_seed(0)
+    ours_model = family.ours().to(device).train()
+    theirs_model = family.torchvision(settings["height"], settings["width"]).to(device).train()
+    theirs_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+    ours_sgd = torch.optim.SGD(ours_model.parameters(), lr=1e-3, momentum=0.9)
+    theirs_sgd = torch.optim.SGD(theirs_model.parameters(), lr=1e-3, momentum=0.9)
+    ours = synchronized(lambda: training_step(ours_model, ours_sgd, images, targets), device)
+    theirs = synchronized(
+        lambda: training_step(theirs_model, theirs_sgd, list(images), theirs_targets), device
+    )
+
+    ours(), theirs()  # warm-up outside both timings
+    baseline_loss, baseline_s = best_time(theirs, settings["baseline_runs"])
+    loss = benchmark.pedantic(ours, rounds=settings["rounds"], warmup_rounds=0)
+    ours_s = benchmark.stats.stats.min if benchmark.enabled else best_time(ours, 1)[1]
+
+    assert torch.isfinite(loss) and torch.isfinite(baseline_loss)
+    ratio = baseline_s / ours_s
+    size = f"{settings['batch']} x {settings['width']}x{settings['height']}"
+    persons = sum(len(t["boxes"]) for t in targets)
+    benchmark.extra_info.update(family=family.name, size=size, persons=persons, baseline_s=baseline_s,
+                                ours_s=ours_s, ratio=ratio)  # fmt: skip
+    summary_line(
+        f"training step {family.name} {device}, {size}, {persons} persons: ours {ours_s:.2f} s, torchvision "
+        f"{baseline_s:.2f} s, ratio {ratio:.2f}x"
+    )

@@ -1,0 +1,94 @@
+"""Two gloo processes on the CPU (torchrun) against one process with the doubled batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+from tinyfast.engine.checkpoint import load_checkpoint
+from tinyfast.engine.config import DEFAULT_CONFIG, load_config
+from tinyfast.engine.evaluation import evaluate_detector
+from tinyfast.engine.trainer import build_model, train
+
+REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def torchrun(arguments: list[str], log_path: Path, timeout: float = 900) -> int:
+    """Runs `torchrun --standalone` (a free port) in a session of its own, killed whole on timeout. Each
+    process computes with one thread (torchrun's default, made explicit)."""
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([REPOSITORY_ROOT, os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", *arguments]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_two_processes_train_as_one_with_the_doubled_batch_and_evaluate_as_one(smoke_overrides, tmp_path):
+    common = [
+        *smoke_overrides,
+        "train.device=cpu",
+        "train.max_iters_per_epoch=4",
+        "model.backbone_norm=group",  # BatchNorm statistics would be per process on the CPU
+        "test.images_per_batch=1",
+    ]
+    two = tmp_path / "two"
+    arguments = ["--nproc_per_node", "2", "-m", "tinyfast.train", str(DEFAULT_CONFIG), *common]
+    arguments += [f"run_dir={two}", "train.batch_size=1", "train.workers=1", "--no-progress"]
+    assert torchrun(arguments, tmp_path / "torchrun.log") == 0, (tmp_path / "torchrun.log").read_text()
+
+    one = tmp_path / "one"
+    config = load_config(
+        DEFAULT_CONFIG, [*common, f"run_dir={one}", "train.batch_size=2", "test.eval_interval=-1"]
+    )
+    train(config, one, progress=False)
+
+    two_log, one_log = records(two), records(one)
+    assert "AP50_tiny" in two_log[-1] and len(one_log) == 4
+    assert [r["lr"] for r in two_log[:4]] == [r["lr"] for r in one_log]
+    np.testing.assert_allclose([r["loss"] for r in two_log[:4]], [r["loss"] for r in one_log], rtol=1e-4)
+    two_weights, one_weights = (
+        load_checkpoint(two / "latest.pth")["model"],
+        load_checkpoint(one / "latest.pth")["model"],
+    )
+    for key, value in one_weights.items():
+        torch.testing.assert_close(two_weights[key], value, rtol=1e-3, atol=3e-5)  # sums in another order
+    assert "1 images -> lr 0.005" in (two / "train.log").read_text()
+    assert "2 process(es)" in (two / "train.log").read_text()
+
+    # The same checkpoint evaluated by this process alone, with one thread as each torchrun process had.
+    model = build_model(config["model"])
+    model.load_state_dict(two_weights)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = evaluate_detector(
+            model.detect_tiles, config, tmp_path / "single", progress=False, images_per_batch=1
+        )
+    finally:
+        torch.set_num_threads(threads)
+    single = json.loads((tmp_path / "single" / "results_during.json").read_text())
+    assert single == json.loads((two / "results_during.json").read_text()) and single
+    assert metrics == json.loads((two / "metrics_during.json").read_text())
