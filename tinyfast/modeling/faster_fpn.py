@@ -22,6 +22,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import LevelMapper
 
+from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator
 from tinyfast.modeling.backbone import ResNetFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
@@ -189,7 +190,7 @@ class FasterFPN(nn.Module):
         )
         positive, negative = sample_boxes(assigned, counts, config.rpn_samples, config.rpn_positive_fraction)
         normalizer = _samples_normalizer(positive, negative, len(image_anchors), len(gt_boxes))
-        flat_objectness = flatten_levels(objectness, 1).reshape(-1)
+        flat_objectness = flatten_levels(objectness, 1).reshape(-1).float()  # half under autocast
         sampled = torch.cat([positive, negative])
         labels = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).to(flat_objectness)
         loss_cls = (
@@ -227,8 +228,10 @@ class FasterFPN(nn.Module):
         )
         positive_labels = gt_labels[assigned[positive]]
         labels = torch.cat([positive_labels, torch.full_like(negative, config.num_classes)])
-        normalizer = max(len(sampled), 1)
-        loss_cls = F.cross_entropy(class_logits, labels, reduction="sum") / normalizer
+        # mmdetection's average over the sampled RoIs, here over those of all processes (DDP averages).
+        sampled_count = torch.tensor(float(len(sampled)), device=class_logits.device)
+        normalizer = sum_over_processes(sampled_count).clamp(min=1) / world_size()
+        loss_cls = F.cross_entropy(class_logits.float(), labels, reduction="sum") / normalizer
         positive_deltas = deltas[: len(positive)].reshape(len(positive), -1, 4)[
             torch.arange(len(positive), device=deltas.device), positive_labels
         ]
@@ -246,7 +249,7 @@ class FasterFPN(nn.Module):
         num_images, num_levels = objectness[0].shape[0], len(objectness)
         boxes, scores, groups = [], [], []
         for level, level_anchors in enumerate(anchors):
-            level_scores = flatten_levels([objectness[level]], 1).reshape(num_images, -1).sigmoid()
+            level_scores = flatten_levels([objectness[level]], 1).reshape(num_images, -1).float().sigmoid()
             level_deltas = flatten_levels([deltas[level]], 4)
             if 0 < nms_pre < level_scores.shape[1]:
                 level_scores, chosen = level_scores.topk(nms_pre, dim=1)
@@ -293,7 +296,7 @@ class FasterFPN(nn.Module):
         class_logits, box_deltas = self.box_head(
             multi_level_roi_align(features[:4], rois, config.strides[:4], config.roi_size)
         )
-        scores = class_logits.softmax(dim=1)[:, : config.num_classes]
+        scores = class_logits.float().softmax(dim=1)[:, : config.num_classes]
         boxes = self.roi_coder.decode(
             rois[:, None, 1:], box_deltas.reshape(len(rois), config.num_classes, 4), image_size
         )
@@ -307,11 +310,11 @@ class FasterFPN(nn.Module):
         return results
 
 
-def _samples_normalizer(positive: Tensor, negative: Tensor, rows_per_image: int, num_images: int) -> float:
-    """mmdetection's average factor of a sampled loss: per image max(positives, 1) + max(negatives, 1)."""
-    return float(
-        sum(
-            torch.bincount(chosen // rows_per_image, minlength=num_images).clamp(min=1).sum()
-            for chosen in (positive, negative)
-        )
+def _samples_normalizer(positive: Tensor, negative: Tensor, rows_per_image: int, num_images: int) -> Tensor:
+    """mmdetection's average factor of a sampled loss: per image max(positives, 1) + max(negatives, 1); here
+    summed over the processes of a distributed run and divided by their number (DDP averages)."""
+    total = sum(
+        torch.bincount(chosen // rows_per_image, minlength=num_images).clamp(min=1).sum()
+        for chosen in (positive, negative)
     )
+    return sum_over_processes(total.float()) / world_size()

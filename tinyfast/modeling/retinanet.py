@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
 from tinyfast.modeling.backbone import ResNetFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
@@ -107,7 +108,8 @@ class AdapRetinaNet(nn.Module):
 
     def losses(self, logits, deltas, anchors, targets) -> dict[str, Tensor]:
         config = self.config
-        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes)
+        # Under autocast the head's outputs may be half: the losses are computed in float32.
+        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes).float()
         flat_deltas = flatten_levels(deltas, 4).reshape(-1, 4)
         image_anchors = torch.cat(anchors)
         all_anchors = image_anchors.repeat(len(targets), 1)
@@ -125,9 +127,10 @@ class AdapRetinaNet(nn.Module):
             low_quality=True,
         )
         positive = assigned >= 0
-        # As mmdetection: the number of positives of each image, at least 1, summed over the batch.
-        positives_per_image = positive.reshape(len(targets), -1).sum(1)
-        normalizer = float(positives_per_image.clamp(min=1).sum())
+        # As mmdetection: the number of positives of each image, at least 1, summed over the batch; and, as
+        # the FCOS loss, over the processes of a distributed run divided by their number (DDP averages).
+        positives_per_image = positive.reshape(len(targets), -1).sum(1).clamp(min=1)
+        normalizer = sum_over_processes(positives_per_image.sum().float()) / world_size()
         counted = assigned != -2  # positives and negatives; ignored anchors give no loss
         class_targets = torch.zeros_like(flat_logits)
         class_targets[positive, gt_labels[assigned[positive]]] = 1
@@ -165,7 +168,7 @@ class AdapRetinaNet(nn.Module):
             boxes, scores, labels = [], [], []
             for level, level_anchors in enumerate(anchors):
                 location, label, score = level_candidates(
-                    flatten_levels([logits[level][image : image + 1]], num_classes)[0].sigmoid(),
+                    flatten_levels([logits[level][image : image + 1]], num_classes)[0].float().sigmoid(),
                     config.nms_pre,
                     config.score_threshold,
                 )
