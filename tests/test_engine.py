@@ -1,7 +1,9 @@
 import json
+import math
 
 import pytest
 import torch
+import torchvision
 
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
@@ -10,6 +12,7 @@ from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, l
 from tinyfast.engine.evaluation import task_ground_truth
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.trainer import amp_dtype, build_model, train
+from tinyfast.modeling import AdapRetinaNet, FasterFPN
 from tinyfast.tiling import TileSettings
 
 
@@ -18,6 +21,15 @@ def test_every_config_loads_and_builds_its_model(path):
     config = load_config(path, ["model.pretrained=false"] if "model" in load_config(path) else [])
     if "model" in config:
         assert build_model(config["model"]) is not None
+
+
+def test_build_model_names_the_unknown_detector_or_setting():
+    config = load_config(CONFIG_DIR / "retinanet_synthetic.toml")["model"]
+    assert isinstance(build_model(config), AdapRetinaNet)
+    with pytest.raises(ValueError, match="'yolo' is not a known detector"):
+        build_model({**config, "name": "yolo"})
+    with pytest.raises(ValueError, match="model.regress_ranges is not a setting of adap_retinanet"):
+        build_model({**config, "regress_ranges": [[-1, 16]]})
 
 
 def test_overrides_are_read_as_toml_values_and_typos_are_errors():
@@ -153,3 +165,75 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
+
+
+@pytest.fixture
+def one_test_image(tiny_synthetic_set, tmp_path):
+    """The tiny synthetic set's test annotations cut down to its 1280x720 image: 6 tiles (x in {0, 540, 640},
+    y in {0, 208})."""
+    coco = json.loads((tiny_synthetic_set / "annotations" / "test.json").read_text())
+    image = coco["images"][1]
+    assert (image["width"], image["height"]) == (1280, 720)
+    coco["images"] = [image]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    path = tmp_path / "test_one.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+SMALL_DETECTORS = {
+    "retinanet_synthetic.toml": ["model.stacked_convs=1"],
+    "faster_fpn_synthetic.toml": [
+        "model.fc_channels=32",
+        "model.rpn_train_nms_pre=200",
+        "model.rpn_train_max_proposals=100",
+        "model.roi_samples=64",
+        "model.rpn_max_proposals=50",
+    ],
+}
+
+
+@pytest.mark.parametrize("config_name", sorted(SMALL_DETECTORS))
+def test_detector_trains_and_tests_through_the_clis_with_both_policies(
+    config_name, tiny_synthetic_set, data_overrides, one_test_image, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}",
+        *data_overrides(tiny_synthetic_set),
+        f"data.test_annotations={one_test_image}",
+        "data.sub_size=[160, 128]",
+        "model.channels=16",
+        "model.nms_pre=50",
+        "model.score_threshold=0.0",  # an untrained model: keep every candidate to merge
+        "train.epochs=1",
+        "train.max_iters_per_epoch=8",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.warmup_iters=2",
+        "test.images_per_batch=1",
+        *SMALL_DETECTORS[config_name],
+    ]
+    config = str(CONFIG_DIR / config_name)
+    assert train_cli.main([config, *overrides, "--no-progress"]) == 0
+    assert "AP50" in capsys.readouterr().out
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(value) for record in log[:-1] for key, value in record.items() if "loss" in key)
+    assert 0 <= log[-1]["AP50_tiny"] <= 1
+
+    expected_class = FasterFPN if config_name.startswith("faster") else AdapRetinaNet
+    assert isinstance(build_model(load_config(config, overrides)["model"]), expected_class)
+    during = json.loads((run / "results_during.json").read_text())
+    checkpoint = str(run / "latest.pth")
+    assert test_cli.main([config, checkpoint, *overrides, "--policy", "after", "--no-progress"]) == 0
+    after = json.loads((run / "results_after.json").read_text())
+    for results, cap in ((during, 1000), (after, 6 * 200)):
+        assert 0 < len(results) <= cap
+        xywh = torch.tensor([r["bbox"] for r in results])
+        boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+        assert (xywh >= 0).all() and (boxes[:, 2] <= 1280 + 1e-3).all() and (boxes[:, 3] <= 720 + 1e-3).all()
+        assert float(boxes[:, 2].max()) > 640  # boxes of the second tile column, shifted back
+        overlaps = (
+            torchvision.ops.box_iou(boxes, boxes).fill_diagonal_(0).nan_to_num(0)
+        )  # 0/0: zero-area boxes
+        assert float(overlaps.max()) <= 0.5 + 1e-4  # one class: both policies' NMS 0.5 on the full image

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
+from tinyfast.modeling import DETECTORS
 from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
 
 _TASK_CATEGORIES = {"sea": 1, "earth": 2}
@@ -42,10 +43,12 @@ def policy_for_model(
     name: str, model_config: dict, *, nms_pre: int | None = None, max_per_img: int | None = None
 ) -> MergePolicy:
     """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
-    overridable here): "during" merges with the model's NMS threshold and applies `score_thr` in the detector,
-    to the raw class score, per tile; "after" merges at the reference's `merge_nms_th` 0.5."""
+    overridable here) and its kind (a dense head, or Faster-FPN's two stages: see `merge_policy`): "during"
+    merges with the model's NMS threshold and applies `score_thr` in the detector, per tile (dense heads: to
+    the raw class score); "after" merges at the reference's `merge_nms_th` 0.5."""
     chosen = merge_policy(
         name,
+        dense_head=DETECTORS[model_config["name"]][0].dense_head,
         nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
         max_per_img=max_per_img,
         iou_threshold=model_config["nms_iou"],

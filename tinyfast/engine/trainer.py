@@ -31,19 +31,30 @@ from tinyfast.engine.checkpoint import (
 )
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.modeling import AdapFCOS, FCOSConfig
+from tinyfast.modeling import DETECTORS
 
 log = logging.getLogger("tinyfast.train")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_model(model_config: dict) -> nn.Module:
-    settings = {key: value for key, value in model_config.items() if key != "name"}
-    if model_config["name"] == "adap_fcos":
-        settings["regress_ranges"] = tuple(tuple(pair) for pair in settings.get("regress_ranges", ()))
-        settings["strides"] = tuple(settings.get("strides", ()))
-        return AdapFCOS(FCOSConfig(**{k: v for k, v in settings.items() if v != ()}))
-    raise ValueError(f"model.name {model_config['name']!r} is not a known detector (known: 'adap_fcos')")
+    """The detector that `model.name` names (`tinyfast.modeling.DETECTORS`), with the section's other keys
+    as its config (TOML arrays become tuples)."""
+    name = model_config["name"]
+    if name not in DETECTORS:
+        raise ValueError(
+            f"model.name {name!r} is not a known detector (known: {', '.join(sorted(DETECTORS))})"
+        )
+    model_class, config_class = DETECTORS[name]
+    settings = {key: _as_tuples(value) for key, value in model_config.items() if key != "name"}
+    unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(config_class)})
+    if unknown:
+        raise ValueError(f"model.{unknown[0]} is not a setting of {name} (the config's [model] section)")
+    return model_class(config_class(**settings))
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 def prepare_data(data_config: dict) -> None:

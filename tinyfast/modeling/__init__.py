@@ -1,6 +1,25 @@
 """Detectors of tinyfast: backbones, heads and losses (data, evaluation and the engine live elsewhere)."""
 
 from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.faster_fpn import FasterFPN, FasterFPNConfig
 from tinyfast.modeling.fcos import AdapFCOS, FCOSConfig
+from tinyfast.modeling.retinanet import AdapRetinaNet, RetinaNetConfig
 
-__all__ = ["AdapFCOS", "FCOSConfig", "ResNetFPN"]
+# The detectors a config's `model.name` can name: the model class and its config dataclass. A class's
+# `dense_head` says which merge policy of tiled inference fits it (protocol section 3).
+DETECTORS = {
+    "adap_fcos": (AdapFCOS, FCOSConfig),
+    "adap_retinanet": (AdapRetinaNet, RetinaNetConfig),
+    "faster_fpn": (FasterFPN, FasterFPNConfig),
+}
+
+__all__ = [
+    "DETECTORS",
+    "AdapFCOS",
+    "AdapRetinaNet",
+    "FCOSConfig",
+    "FasterFPN",
+    "FasterFPNConfig",
+    "ResNetFPN",
+    "RetinaNetConfig",
+]

@@ -6,7 +6,8 @@ The ResNet is torchvision's, with frozen BatchNorm (statistics and affine parame
 scratch (no ImageNet weights on the machine) needs `norm="batch"` or `"group"`, which are trained.
 
 The FPN starts at C2 (`start_level=0`) and adds P6 from an extra 3x3 stride-2 conv: on P5's output (FCOS,
-`add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`).
+`add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`); or, without extra conv (Faster-FPN,
+`add_extra_convs=False`), by max-pooling P5 with stride 2 (`"max_pool"`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 _WEIGHTS = {
@@ -79,7 +80,7 @@ class ResNetFPN(nn.Module):
         self,
         depth: int = 50,
         out_channels: int = 256,
-        extra_source: Literal["on_output", "on_input"] = "on_output",
+        extra_source: Literal["on_output", "on_input", "max_pool"] = "on_output",
         pretrained: bool = True,
         frozen_stages: int = 1,
         norm: Literal["frozen", "batch", "group"] = "frozen",
@@ -89,6 +90,10 @@ class ResNetFPN(nn.Module):
             raise ValueError(f"depth must be one of {sorted(_CONSTRUCTORS)}, got {depth}")
         if norm not in _NORMS:
             raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
+        if extra_source not in ("on_output", "on_input", "max_pool"):
+            raise ValueError(
+                f"extra_source must be 'on_output', 'on_input' or 'max_pool', got {extra_source!r}"
+            )
         weights = local_imagenet_weights(depth) if pretrained else None
         resnet = _CONSTRUCTORS[depth](weights=weights, norm_layer=_NORMS[norm])
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
@@ -102,10 +107,12 @@ class ResNetFPN(nn.Module):
             stage[-1].conv3.out_channels if depth >= 50 else stage[-1].conv2.out_channels
             for stage in self.stages
         ]
-        extra_in = out_channels if extra_source == "on_output" else stage_channels[-1]
-        self.fpn = FeaturePyramidNetwork(
-            stage_channels, out_channels, extra_blocks=LastLevelP6(extra_in, out_channels, extra_source)
-        )
+        if extra_source == "max_pool":
+            extra_block = LastLevelMaxPool()
+        else:
+            extra_in = out_channels if extra_source == "on_output" else stage_channels[-1]
+            extra_block = LastLevelP6(extra_in, out_channels, extra_source)
+        self.fpn = FeaturePyramidNetwork(stage_channels, out_channels, extra_blocks=extra_block)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         x = self.stem(images)

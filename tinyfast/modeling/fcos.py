@@ -8,7 +8,7 @@ Differences from torchvision's FCOS that TinyPerson needs: P2 (stride 4) is used
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,9 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.backbone import ResNetFPN
-from tinyfast.ops import batched_nms, fcos_targets
+from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
+from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
+from tinyfast.ops import fcos_targets
 from tinyfast.tiling.detector import TileSettings
 
 
@@ -57,16 +59,6 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def _conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
-    layers = []
-    for _ in range(depth):
-        layers.append(nn.Conv2d(channels, channels, 3, padding=1))
-        if group_norm:
-            layers.append(nn.GroupNorm(math.gcd(32, channels), channels))  # 32 groups when they divide
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
 class FCOSHead(nn.Module):
     """Per level: class logits [B,K,H,W], distances (l,t,r,b) in stride units [B,4,H,W] (>= 0), centerness
     logits [B,1,H,W] (computed from the regression tower). Adap FCOS has no GroupNorm in the towers;
@@ -76,18 +68,13 @@ class FCOSHead(nn.Module):
         self, num_classes: int, channels: int, stacked_convs: int, num_levels: int, group_norm: bool
     ):
         super().__init__()
-        self.cls_tower = _conv_tower(channels, stacked_convs, group_norm)
-        self.reg_tower = _conv_tower(channels, stacked_convs, group_norm)
+        self.cls_tower = conv_tower(channels, stacked_convs, group_norm)
+        self.reg_tower = conv_tower(channels, stacked_convs, group_norm)
         self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale() for _ in range(num_levels))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        prior_probability = 0.01
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
+        init_dense_head(self, self.cls_logits)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         logits, distances, centerness = [], [], []
@@ -123,14 +110,11 @@ def centerness_targets(distances: Tensor) -> Tensor:
     return ratio.sqrt()
 
 
-def _flatten(levels: list[Tensor]) -> Tensor:
-    """[B, C, H, W] per level -> [B, sum(H*W), C]."""
-    return torch.cat([level.flatten(2).transpose(1, 2) for level in levels], dim=1)
-
-
 class AdapFCOS(nn.Module):
     """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
     each image (boxes in the image's pixels, score = class score x centerness, labels), before NMS."""
+
+    dense_head = True
 
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
@@ -176,9 +160,9 @@ class AdapFCOS(nn.Module):
             norm_on_bbox=True,
         )
         # Under autocast the head's outputs may be half: the losses are computed in float32.
-        flat_logits = _flatten(logits).reshape(-1, config.num_classes).float()
-        flat_distances = _flatten(distances).reshape(-1, 4).float()
-        flat_centerness = _flatten(centerness).reshape(-1).float()
+        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes).float()
+        flat_distances = flatten_levels(distances, 4).reshape(-1, 4).float()
+        flat_centerness = flatten_levels(centerness, 1).reshape(-1).float()
         labels = labels.reshape(-1)
         box_targets = box_targets.reshape(-1, 4)
         flat_points = torch.cat(points).repeat(len(targets), 1)
@@ -220,27 +204,12 @@ class AdapFCOS(nn.Module):
     def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
         """The `TileDetector` contract of tiled inference. `settings.score_threshold` applies to the raw
         class score (the reference's `score_thr`); the scores returned are class score x centerness."""
-        config = replace(
-            self.config,
-            nms_pre=self.config.nms_pre if settings.nms_pre is None else settings.nms_pre,
-            score_threshold=(
-                self.config.score_threshold if settings.score_threshold is None else settings.score_threshold
-            ),
-        )
+        config = with_tile_settings(self.config, settings)
         self.eval()
         logits, distances, centerness = self.head(self.backbone(tiles))
         points = level_points([tuple(level.shape[-2:]) for level in logits], config.strides, tiles.device)
         found = self.candidates(logits, distances, centerness, points, tiles.shape[-2:], config)
-        if not settings.per_tile_nms and settings.max_per_tile is None:
-            return found
-        cap = -1 if settings.max_per_tile is None else settings.max_per_tile
-        for detections in found:
-            iou = config.nms_iou if settings.per_tile_nms else 1.0
-            keep = batched_nms(detections["boxes"], detections["scores"], detections["labels"], iou)
-            keep = keep[:cap] if cap >= 0 else keep
-            for key in detections:
-                detections[key] = detections[key][keep]
-        return found
+        return tile_nms(found, settings, config.nms_iou)
 
     @torch.no_grad()
     def candidates(
@@ -252,20 +221,18 @@ class AdapFCOS(nn.Module):
         for image in range(logits[0].shape[0]):
             boxes, scores, labels = [], [], []
             for level, stride in enumerate(config.strides):
-                class_scores = logits[level][image].flatten(1).T.sigmoid()
-                center = centerness[level][image].flatten().sigmoid()
-                level_distances = distances[level][image].flatten(1).T * stride
-                level_points_ = points[level]
-                if 0 < config.nms_pre < len(class_scores):
-                    ranked = (class_scores * center[:, None]).max(1).values.topk(config.nms_pre).indices
-                    class_scores, center = class_scores[ranked], center[ranked]
-                    level_distances, level_points_ = level_distances[ranked], level_points_[ranked]
-                location, label = (class_scores > config.score_threshold).nonzero(as_tuple=True)
-                level_boxes = distances_to_boxes(level_points_[location], level_distances[location])
+                location, label, score = level_candidates(
+                    logits[level][image].flatten(1).T.sigmoid(),
+                    config.nms_pre,
+                    config.score_threshold,
+                    quality=centerness[level][image].flatten().sigmoid(),
+                )
+                level_distances = distances[level][image].flatten(1).T[location] * stride
+                level_boxes = distances_to_boxes(points[level][location], level_distances)
                 level_boxes[:, 0::2] = level_boxes[:, 0::2].clamp(0, width)
                 level_boxes[:, 1::2] = level_boxes[:, 1::2].clamp(0, height)
                 boxes.append(level_boxes)
-                scores.append(class_scores[location, label] * center[location])
+                scores.append(score)
                 labels.append(label)
             results.append(
                 {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}

@@ -1,0 +1,35 @@
+"""Pieces shared by the dense heads (FCOS, RetinaNet, the RPN)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
+    """`depth` times 3x3 conv (+ GroupNorm) + ReLU."""
+    layers = []
+    for _ in range(depth):
+        layers.append(nn.Conv2d(channels, channels, 3, padding=1))
+        if group_norm:
+            layers.append(nn.GroupNorm(math.gcd(32, channels), channels))  # 32 groups when they divide
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def init_dense_head(head: nn.Module, classifier: nn.Conv2d | None = None, prior_probability: float = 0.01):
+    """mmdetection's dense-head initialisation: every conv of `head` N(0, 0.01) with zero bias; the
+    `classifier`'s bias such that sigmoid gives `prior_probability` (focal loss's start)."""
+    for module in head.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+    if classifier is not None:
+        nn.init.constant_(classifier.bias, -math.log((1 - prior_probability) / prior_probability))
+
+
+def flatten_levels(levels: list[Tensor], channels: int) -> Tensor:
+    """[B, A * channels, H, W] per level -> [B, sum(H * W * A), channels], cell by cell then anchor."""
+    return torch.cat([level.permute(0, 2, 3, 1).reshape(level.shape[0], -1, channels) for level in levels], 1)

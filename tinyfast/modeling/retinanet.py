@@ -1,0 +1,184 @@
+"""Adap RetinaNet (protocol section 5): ResNet-FPN P2-P6 with P6 from C5 (`add_extra_convs='on_input'`),
+anchors of strides 4..64 with `octave_base_scale=2` (8, 10.1 and 12.7 px on P2), 3 ratios, focal loss,
+max-IoU assignment from the compiled `tinyfast.ops.max_iou_assign`, L1 loss on the box deltas.
+
+Differences from stock RetinaNet: P2 and anchors half the stock size, so that 8 px persons have anchors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from tinyfast.engine.distributed import sum_over_processes, world_size
+from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
+from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.box_coder import DeltaBoxCoder
+from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
+from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
+from tinyfast.ops import max_iou_assign
+from tinyfast.tiling.detector import TileSettings
+
+
+@dataclass(frozen=True)
+class RetinaNetConfig:
+    num_classes: int = 1
+    depth: int = 50
+    pretrained: bool = True
+    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
+    frozen_stages: int = 1
+    channels: int = 256
+    stacked_convs: int = 4
+    head_group_norm: bool = False
+    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
+    octave_base_scale: float = 2.0
+    scales_per_octave: int = 3
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    # Max-IoU assignment: positive at IoU >= 0.5, negative below 0.4, plus each GT's best anchors.
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # Inference, per tile: top `nms_pre` anchors per level by best class score, class score > score_thr.
+    nms_pre: int = 2000
+    score_threshold: float = 0.05
+    nms_iou: float = 0.5
+
+
+class RetinaHead(nn.Module):
+    """Per level: class logits [B, A*K, H, W] and box deltas [B, A*4, H, W]."""
+
+    def __init__(
+        self, num_classes: int, num_anchors: int, channels: int, stacked_convs: int, group_norm: bool
+    ):
+        super().__init__()
+        self.cls_tower = conv_tower(channels, stacked_convs, group_norm)
+        self.reg_tower = conv_tower(channels, stacked_convs, group_norm)
+        self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        init_dense_head(self, self.cls_logits)
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits = [self.cls_logits(self.cls_tower(feature)) for feature in features]
+        deltas = [self.bbox_pred(self.reg_tower(feature)).float() for feature in features]
+        return logits, deltas
+
+
+class AdapRetinaNet(nn.Module):
+    """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
+    each image (boxes in the image's pixels, class scores, labels), before NMS."""
+
+    dense_head = True
+
+    def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
+        super().__init__()
+        self.config = config
+        self.backbone = ResNetFPN(
+            config.depth,
+            config.channels,
+            "on_input",
+            config.pretrained,
+            config.frozen_stages,
+            config.backbone_norm,
+        )
+        self.anchor_generator = AnchorGenerator(
+            config.strides, octave_scales(config.octave_base_scale, config.scales_per_octave), config.ratios
+        )
+        self.box_coder = DeltaBoxCoder()
+        self.head = RetinaHead(
+            config.num_classes,
+            self.anchor_generator.num_anchors,
+            config.channels,
+            config.stacked_convs,
+            config.head_group_norm,
+        )
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
+        logits, deltas = self.head(self.backbone(images))
+        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], images.device)
+        if self.training:
+            if targets is None:
+                raise ValueError("AdapRetinaNet in training mode needs targets")
+            return self.losses(logits, deltas, anchors, targets)
+        return self.candidates(logits, deltas, anchors, images.shape[-2:])
+
+    def losses(self, logits, deltas, anchors, targets) -> dict[str, Tensor]:
+        config = self.config
+        # Under autocast the head's outputs may be half: the losses are computed in float32.
+        flat_logits = flatten_levels(logits, config.num_classes).reshape(-1, config.num_classes).float()
+        flat_deltas = flatten_levels(deltas, 4).reshape(-1, 4)
+        image_anchors = torch.cat(anchors)
+        all_anchors = image_anchors.repeat(len(targets), 1)
+        gt_boxes = torch.cat([t["boxes"] for t in targets]).to(all_anchors)
+        gt_labels = torch.cat([t["labels"] for t in targets]).to(all_anchors.device)
+        gt_counts = [len(t["boxes"]) for t in targets]
+        assigned, _ = max_iou_assign(
+            all_anchors,
+            torch.tensor([len(image_anchors)] * len(targets), device=gt_boxes.device),
+            gt_boxes,
+            torch.tensor(gt_counts, device=gt_boxes.device),
+            config.positive_iou,
+            config.negative_iou,
+            min_pos_iou=0.0,
+            low_quality=True,
+        )
+        positive = assigned >= 0
+        # As mmdetection: the number of positives of each image, at least 1, summed over the batch; and, as
+        # the FCOS loss, over the processes of a distributed run divided by their number (DDP averages).
+        positives_per_image = positive.reshape(len(targets), -1).sum(1).clamp(min=1)
+        normalizer = sum_over_processes(positives_per_image.sum().float()) / world_size()
+        counted = assigned != -2  # positives and negatives; ignored anchors give no loss
+        class_targets = torch.zeros_like(flat_logits)
+        class_targets[positive, gt_labels[assigned[positive]]] = 1
+        loss_cls = (
+            sigmoid_focal_loss(
+                flat_logits[counted],
+                class_targets[counted],
+                alpha=config.focal_alpha,
+                gamma=config.focal_gamma,
+                reduction="sum",
+            )
+            / normalizer
+        )
+        delta_targets = self.box_coder.encode(all_anchors[positive], gt_boxes[assigned[positive]])
+        loss_bbox = F.l1_loss(flat_deltas[positive], delta_targets, reduction="sum") / normalizer
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
+
+    @torch.no_grad()
+    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
+        """The `TileDetector` contract of tiled inference (`settings.score_threshold` is the reference's
+        `score_thr`)."""
+        config = with_tile_settings(self.config, settings)
+        self.eval()
+        logits, deltas = self.head(self.backbone(tiles))
+        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], tiles.device)
+        found = self.candidates(logits, deltas, anchors, tiles.shape[-2:], config)
+        return tile_nms(found, settings, config.nms_iou)
+
+    @torch.no_grad()
+    def candidates(self, logits, deltas, anchors, image_size, config=None) -> list[dict[str, Tensor]]:
+        config = self.config if config is None else config
+        num_classes = config.num_classes
+        results = []
+        for image in range(logits[0].shape[0]):
+            boxes, scores, labels = [], [], []
+            for level, level_anchors in enumerate(anchors):
+                location, label, score = level_candidates(
+                    flatten_levels([logits[level][image : image + 1]], num_classes)[0].float().sigmoid(),
+                    config.nms_pre,
+                    config.score_threshold,
+                )
+                level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
+                boxes.append(
+                    self.box_coder.decode(level_anchors[location], level_deltas[location], tuple(image_size))
+                )
+                scores.append(score)
+                labels.append(label)
+            results.append(
+                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
+            )
+        return results
