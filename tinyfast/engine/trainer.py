@@ -201,6 +201,8 @@ class Trainer:
         checkpoint = resume_path(run_dir, resume, settings["auto_resume"])
         if checkpoint is not None:
             self._restore(checkpoint)
+        elif resume is not None or settings["auto_resume"]:
+            self._info(f"nothing to resume in {run_dir}: the run starts from the beginning")
         self.network = (
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
