@@ -97,7 +97,7 @@ def test_partial_writes_are_removed_and_resume_finds_its_checkpoint(tmp_path):
     assert resume_path(tmp_path, None, auto_resume=True) == tmp_path / "latest.pth"
     assert resume_path(tmp_path, "auto", auto_resume=False) == tmp_path / "latest.pth"
     assert resume_path(tmp_path, tmp_path / "epoch_1.pth", auto_resume=False) == tmp_path / "epoch_1.pth"
-    with pytest.raises(ValueError, match="--resume: checkpoint .*epoch_7.pth does not exist"):
+    with pytest.raises(ValueError, match="checkpoint to resume from .*epoch_7.pth does not exist"):
         resume_path(tmp_path, tmp_path / "epoch_7.pth", auto_resume=True)
 
 
@@ -165,6 +165,11 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
+    assert train_cli.main([f"run_dir={tmp_path}", "--resume-from", str(tmp_path / "gone.pth")]) == 2
+    assert "gone.pth does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()  # stopped before anything else
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", "--resume-from", "x.pth"])
 
 
 @pytest.fixture

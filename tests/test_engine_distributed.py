@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from torchvision.io import decode_image, write_png
 
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
@@ -41,14 +42,36 @@ def torchrun(arguments: list[str], log_path: Path, timeout: float = 900) -> int:
             raise
 
 
+def one_tile_test_set(source: Path, out: Path) -> list[str]:
+    """The top-left 640x512 of each test image (one tile of tiled inference instead of 6 or 12) with the
+    annotations inside it; returns the config overrides that use it."""
+    coco = json.loads((source / "annotations" / "test.json").read_text())
+    (out / "images").mkdir(parents=True)
+    for info in coco["images"]:
+        image = decode_image(str(source / "images" / info["file_name"]))
+        info["file_name"] = Path(info["file_name"]).with_suffix(".png").name
+        write_png(image[:, :512, :640].contiguous(), str(out / "images" / info["file_name"]))
+        info["width"], info["height"] = 640, 512
+    coco["annotations"] = [
+        ann
+        for ann in coco["annotations"]
+        if ann["bbox"][0] + ann["bbox"][2] <= 640 and ann["bbox"][1] + ann["bbox"][3] <= 512
+    ]
+    (out / "test.json").write_text(json.dumps(coco))
+    return [f"data.test_annotations={out / 'test.json'}", f"data.test_images={out / 'images'}"]
+
+
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-def test_two_processes_train_as_one_with_the_doubled_batch_and_evaluate_as_one(smoke_overrides, tmp_path):
+def test_two_processes_train_as_one_with_the_doubled_batch_and_evaluate_as_one(
+    tiny_synthetic_set, smoke_overrides, tmp_path
+):
     common = [
         *smoke_overrides,
+        *one_tile_test_set(tiny_synthetic_set, tmp_path / "test_set"),
         "train.device=cpu",
         "train.max_iters_per_epoch=4",
         "model.backbone_norm=group",  # BatchNorm statistics would be per process on the CPU

@@ -85,7 +85,7 @@ def resume_path(run_dir: Path, resume: str | Path | None, auto_resume: bool) -> 
     `resume`) the run folder's `latest.pth` when there is one; None to start afresh."""
     if resume is not None and str(resume) != "auto":
         if not Path(resume).is_file():
-            raise ValueError(f"--resume: checkpoint {resume} does not exist")
+            raise ValueError(f"checkpoint to resume from {resume} does not exist")
         return Path(resume)
     if resume is None and not auto_resume:
         return None

@@ -172,6 +172,7 @@ class Trainer:
         self.progress = progress and processes.is_main
         self.device = processes.device
         settings = config["train"]
+        checkpoint = resume_path(run_dir, resume, settings["auto_resume"])
         torch.manual_seed(settings["seed"])
         np.random.seed(settings["seed"])
         random.seed(settings["seed"])
@@ -210,9 +211,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.position = Position()
-        checkpoint = resume_path(run_dir, resume, settings["auto_resume"])
         if checkpoint is not None:
             self._restore(checkpoint)
+        elif resume is not None or settings["auto_resume"]:
+            self._info(f"nothing to resume in {run_dir}: the run starts from the beginning")
         self.network = (
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
