@@ -29,10 +29,9 @@ import torch
 
 from bench.timing import describe, machine
 from tinyfast.data.transforms import normalize, read_image
-from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import policy_for_model, task_ground_truth
-from tinyfast.engine.trainer import build_model, prepare_data
+from tinyfast.engine.trainer import load_model, prepare_data
 from tinyfast.evaluation import evaluate
 from tinyfast.tiling import TileDetector, coco_results, detect_images
 
@@ -243,17 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         checkpoint = Path(args.checkpoint or Path(config["run_dir"]) / "latest.pth")
-        state = load_checkpoint(checkpoint)
+        model = load_model(config["model"], checkpoint)
         prepare_data(config["data"])
         images, image_ids, gt = load_test_set(config, QUICK_IMAGES if args.quick else args.images)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    model = build_model(config["model"])
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as error:
-        print(f"error: {checkpoint} does not hold a model of this config ({error})", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
     rows = run_study(

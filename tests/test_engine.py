@@ -170,6 +170,11 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert not (tmp_path / "config.json").exists()  # stopped before anything else
     with pytest.raises(SystemExit):
         train_cli.main(["--resume", "--resume-from", "x.pth"])
+    other_model = tmp_path / "run" / "epoch_1.pth"
+    other_model.parent.mkdir()
+    save_checkpoint({"model": {"not_a_weight": torch.zeros(1)}}, other_model.parent, "epoch_1", 1)
+    assert test_cli.main([str(DEFAULT_CONFIG), str(other_model)]) == 2
+    assert "does not hold a model of this config" in capsys.readouterr().err
 
 
 @pytest.fixture

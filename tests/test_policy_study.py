@@ -17,7 +17,7 @@ from tinyfast.engine.trainer import build_model
 FULL_HD = (1920, 1080)
 CELL = 48  # one person per cell of a grid: no two persons overlap
 PERSON_COUNT = 300
-MODEL_TEST_SETTINGS = {"nms_pre": 2000, "nms_iou": 0.6, "score_threshold": 0.05}
+MODEL_TEST_SETTINGS = {"name": "adap_fcos", "nms_pre": 2000, "nms_iou": 0.6, "score_threshold": 0.05}
 
 
 def scattered_persons(count, seed=0):

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine import distributed
-from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.trainer import build_model
+from tinyfast.engine.trainer import load_model
 from tinyfast.evaluation import EvalParams, format_report
 
 
@@ -30,15 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        state = load_checkpoint(args.checkpoint)
+        model = load_model(config["model"], args.checkpoint)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    model = build_model(config["model"])
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as error:
-        print(f"error: {args.checkpoint} does not hold a model of this config ({error})", file=sys.stderr)
         return 2
     policy = args.policy or config["test"]["policy"]
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent

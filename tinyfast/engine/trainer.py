@@ -53,6 +53,18 @@ def build_model(model_config: dict) -> nn.Module:
     return model_class(config_class(**settings))
 
 
+def load_model(model_config: dict, checkpoint: str | Path) -> nn.Module:
+    """The config's detector with the weights saved in `checkpoint`; ValueError naming the file when it
+    does not hold a model of this config."""
+    state = load_checkpoint(Path(checkpoint))
+    model = build_model(model_config)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{checkpoint} does not hold a model of this config ({error})") from error
+    return model
+
+
 def _as_tuples(value):
     return tuple(_as_tuples(item) for item in value) if isinstance(value, list) else value
 
