@@ -45,12 +45,14 @@ def policy_for_model(
     """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
     overridable here) and its kind (a dense head, or Faster-FPN's two stages: see `merge_policy`): "during"
     merges with the model's NMS threshold and applies `score_thr` in the detector, per tile (dense heads: to
-    the raw class score); "after" merges at the reference's `merge_nms_th` 0.5."""
+    the raw class score); "after" applies `score_thr` in every tile and merges at the reference's
+    `merge_nms_th` 0.5."""
     chosen = merge_policy(
         name,
         dense_head=DETECTORS[model_config["name"]][0].dense_head,
         nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
         max_per_img=max_per_img,
+        score_threshold=model_config["score_threshold"],
         iou_threshold=model_config["nms_iou"],
     )
     if name == "during":
