@@ -10,6 +10,10 @@ at the same size (torchvision's transform is set to keep them as they are; it no
   ``tinyfast.ops.fcos_targets``) against ``torchvision.models.detection.fcos_resnet50_fpn`` (P3-P7, towers
   with GroupNorm). Adap FCOS's P2 level gives its head 4x the locations of torchvision's P3: most of its
   time is that, the price of seeing 2 px persons.
+- RetinaNet: our AdapRetinaNet (P2-P6, 9 anchors a location, max-IoU assignment by
+  ``tinyfast.ops.max_iou_assign``) against ``retinanet_resnet50_fpn`` (P3-P7); the same P2 price applies.
+- FasterRCNN: our FasterFPN (P2-P6 RPN, 3 anchors a location; RoIAlign on P2-P5) against
+  ``fasterrcnn_resnet50_fpn`` (the same levels).
 
 Adding a family is one ``Family`` row. With ``--benchmark-disable`` (CI) or ``TINYFAST_BENCH_QUICK=1`` one
 step of each runs on a 160x128 image.
@@ -25,7 +29,7 @@ from torch import nn
 
 from bench.fcos_reference import tiny_person_fcos
 from bench.timing import DEVICES, best_time, quick_mode, synchronized
-from tinyfast.modeling import AdapFCOS, FCOSConfig
+from tinyfast.modeling import AdapFCOS, AdapRetinaNet, FasterFPN, FasterFPNConfig, FCOSConfig, RetinaNetConfig
 
 FULL = {"batch": 1, "height": 512, "width": 640, "rounds": 2, "baseline_runs": 2}
 QUICK = {"batch": 1, "height": 128, "width": 160, "rounds": 1, "baseline_runs": 1}
@@ -47,6 +51,24 @@ FAMILIES = [
         "FCOS",
         lambda: AdapFCOS(FCOSConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)),
         lambda height, width: torchvision.models.detection.fcos_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
+        ),
+    ),
+    Family(
+        "RetinaNet",
+        lambda: AdapRetinaNet(
+            RetinaNetConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)
+        ),
+        lambda height, width: torchvision.models.detection.retinanet_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
+        ),
+    ),
+    Family(
+        "FasterRCNN",
+        lambda: FasterFPN(
+            FasterFPNConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)
+        ),
+        lambda height, width: torchvision.models.detection.fasterrcnn_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
         ),
     ),

@@ -1,29 +1,54 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA GPU: build the ops there (CUDA kernels included), run the CUDA
-# tests (each compares the CUDA op with the CPU op), run the benchmarks on CPU and GPU, print a table.
-# Prepared to finish in under 8 minutes on 16 cores. Logs and the benchmark json go to $OUT (or a tmp dir).
+# tests (each compares the CUDA path with the CPU one: the four ops, the three detectors, a bf16 training
+# run with its tiled evaluation, one NCCL process under torchrun), run the GPU benchmarks, print a table.
+# Prepared to finish in under 8 minutes on 16 cores; each stage has a time limit, so a hang costs one stage.
+# Logs, the benchmark json and report, and the built extension go to $OUT (or a tmp dir): 8 files.
 #
 #     bash bench/gpu_check.sh
+#
+# Python packages missing there (pycocotools, sahi, shapely) travel as wheels in .whl/ (see
+# /work/.library/device/README.md); they are installed into a temporary folder first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$(mktemp -d)}"
 status=0
+export PYTHONUNBUFFERED=1
 
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())" || exit 1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+
+stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND with a time limit, logs to $out/NAME.log
+  local name=$1 limit=$2 begin rc
+  shift 2
+  begin=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  echo "== $name: rc $rc, $(($(date +%s) - begin)) s (limit $limit s)"
+  return $rc
+}
 
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
-start=$(date +%s)
-python3 setup.py build_ext --inplace >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; exit 1; }
-echo "build: $(($(date +%s) - start)) s"
+stage build 300 python3 setup.py build_ext --inplace || { tail -n 60 "$out/build.log"; exit 1; }
+cp tinyfast/_C*.so "$out/" 2>/dev/null
 python3 -c "import tinyfast; assert tinyfast.ops.cuda_available_in_build(), 'CUDA kernels not built'" || exit 1
 
-# The CUDA tests live beside the CPU tests; files that need packages absent there (pycocotools) are left out.
-python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py tests/test_fcos_targets.py tests/test_max_iou_assign.py \
-  tests/test_modeling_fcos.py -m cuda -q -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" \
-  || status=1
-python3 -m pytest bench/bench_nms.py bench/bench_merge.py bench/bench_fcos_targets.py bench/bench_max_iou_assign.py \
-  bench/bench_end_to_end.py bench/bench_train_step.py --benchmark-only -q -p no:cacheprovider \
-  --benchmark-json "$out/bench.json" 2>&1 | tee "$out/bench.log" || status=1
-python3 -m bench.report "$out/bench.json"
+pytest_args=(-q -p no:cacheprovider -rfEs)
+stage cuda_tests 200 python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py \
+  tests/test_fcos_targets.py tests/test_max_iou_assign.py tests/test_modeling_fcos.py \
+  tests/test_modeling_detectors.py tests/test_engine_distributed.py -m cuda "${pytest_args[@]}" || status=1
+tail -n 25 "$out/cuda_tests.log"
+stage gpu_training 120 python3 -m pytest tests/test_engine.py -k "smoke_run" "${pytest_args[@]}" || status=1
+tail -n 5 "$out/gpu_training.log"
+
+stage benchmarks 240 python3 -m pytest bench/bench_nms.py bench/bench_merge.py bench/bench_fcos_targets.py \
+  bench/bench_max_iou_assign.py bench/bench_end_to_end.py bench/bench_train_step.py -k cuda --benchmark-only \
+  "${pytest_args[@]}" --benchmark-json "$out/bench.json" || status=1
+grep -A 30 "tinyfast benchmarks" "$out/benchmarks.log"
+[ -s "$out/bench.json" ] && python3 -m bench.report "$out/bench.json"  # report.md, report.png beside it
 exit $status

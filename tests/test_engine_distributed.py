@@ -115,3 +115,26 @@ def test_two_processes_train_as_one_with_the_doubled_batch_and_evaluate_as_one(
     single = json.loads((tmp_path / "single" / "results_during.json").read_text())
     assert single == json.loads((two / "results_during.json").read_text()) and single
     assert metrics == json.loads((two / "metrics_during.json").read_text())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not dist.is_available() or not dist.is_nccl_available(),
+    reason="needs a CUDA device and NCCL",
+)
+def test_a_gpu_process_under_torchrun_trains_in_bf16_with_nccl_and_evaluates(
+    tiny_synthetic_set, smoke_overrides, tmp_path
+):
+    run = tmp_path / "gpu"
+    arguments = ["--nproc_per_node", "1", "-m", "tinyfast.train", str(DEFAULT_CONFIG), *smoke_overrides]
+    arguments += [*one_tile_test_set(tiny_synthetic_set, tmp_path / "test_set"), f"run_dir={run}"]
+    arguments += ["train.device=cuda", "train.amp=bf16", "--no-progress"]
+    assert torchrun(arguments, tmp_path / "torchrun.log") == 0, (tmp_path / "torchrun.log").read_text()
+
+    log = records(run)
+    losses = [record["loss"] for record in log if "loss" in record]
+    assert len(losses) == 8 and np.isfinite(losses).all()
+    assert 0 <= log[-1]["AP50_tiny"] <= 1
+    assert "trains in float32" not in (run / "train.log").read_text()
+    weights = load_checkpoint(run / "latest.pth")["model"]
+    assert all(value.device.type == "cpu" and value.isfinite().all() for value in weights.values())

@@ -1,6 +1,7 @@
 """Adap RetinaNet and Faster-FPN: training steps, losses against plain-PyTorch references given the
 assignment op's output, smoke trainings where the loss falls, and inference."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 
 from tinyfast.modeling import AdapRetinaNet, FasterFPN, FasterFPNConfig, RetinaNetConfig
-from tinyfast.ops import max_iou_assign
+from tinyfast.ops import cuda_available_in_build, max_iou_assign
 from tinyfast.tiling import TileSettings
 
 HEIGHT, WIDTH = 64, 96
@@ -264,3 +265,36 @@ def test_rpn_proposals_equal_a_plain_reference():
 def test_faster_fpn_needs_the_five_fpn_levels():
     with pytest.raises(ValueError, match="strides"):
         FasterFPN(dataclasses.replace(FasterFPNConfig(**SMALL), strides=(4, 8, 16, 32)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not cuda_available_in_build(), reason="needs a CUDA device and kernels"
+)
+@pytest.mark.parametrize("build", [retinanet, faster_fpn])
+def test_on_the_gpu_training_and_detection_match_the_cpu(build, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = build().train()
+    generator = torch.Generator().manual_seed(2)
+    targets = [tiny_persons(generator), no_persons()]
+    images = torch.randn(2, 3, HEIGHT, WIDTH, generator=generator)
+    gpu = copy.deepcopy(model).cuda()
+    losses = gpu(images.cuda(), [{key: value.cuda() for key, value in t.items()} for t in targets])
+    if build is retinanet:  # Faster-FPN samples anchors and proposals at random: its losses differ by device
+        reference = model(images, targets)
+        for name, value in losses.items():
+            torch.testing.assert_close(value.cpu(), reference[name].detach(), rtol=1e-3, atol=1e-4)
+    sum(losses.values()).backward()
+    assert all(p.grad is None or p.grad.isfinite().all() for p in gpu.parameters())
+
+    settings = TileSettings(nms_pre=50, per_tile_nms=True, score_threshold=0.0)
+    with torch.no_grad():
+        on_cpu = model.eval().detect_tiles(images, settings)
+        on_gpu = gpu.eval().detect_tiles(images.cuda(), settings)
+    for cpu_tile, gpu_tile in zip(on_cpu, on_gpu, strict=True):
+        assert gpu_tile["boxes"].device.type == "cuda" and len(gpu_tile["scores"]) > 0
+        top_cpu = cpu_tile["scores"].sort(descending=True).values[:5]
+        top_gpu = gpu_tile["scores"].cpu().sort(descending=True).values[:5]
+        torch.testing.assert_close(top_gpu, top_cpu, rtol=1e-3, atol=1e-4)
