@@ -42,7 +42,7 @@ TF_HOST_DEVICE double mul_rn(double a, double b) {
 // Signed, as torchvision computes it: an x2 < x1 box has negative area.
 template <typename T>
 TF_HOST_DEVICE T box_area(const T* b) {
-  return (b[2] - b[0]) * (b[3] - b[1]);
+  return mul_rn(b[2] - b[0], b[3] - b[1]);
 }
 
 // Only boxes with x2 > x1 and y2 > y1 can overlap anything with positive area; the others can neither
@@ -58,7 +58,7 @@ template <typename T>
 TF_HOST_DEVICE bool iou_above(const T* a, T area_a, const T* b, T area_b, double threshold) {
   const T w = tf_max(T(0), tf_min(a[2], b[2]) - tf_max(a[0], b[0]));
   const T h = tf_max(T(0), tf_min(a[3], b[3]) - tf_max(a[1], b[1]));
-  const T inter = w * h;
+  const T inter = mul_rn(w, h);
   return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
 }
 

@@ -147,7 +147,9 @@ def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detection
 
     reloaded = build_model(config["model"])
     reloaded.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pth")["model"])
-    tiles = torch.randn(2, 3, 128, 160)
+    device = next(model.parameters()).device  # the trained model stays on the run's device (a GPU)
+    reloaded.to(device)
+    tiles = torch.randn(2, 3, 128, 160, device=device)
     settings = TileSettings(nms_pre=50, per_tile_nms=True, score_threshold=0.0)
     for ours, theirs in zip(
         model.detect_tiles(tiles, settings), reloaded.detect_tiles(tiles, settings), strict=True

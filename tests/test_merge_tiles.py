@@ -306,3 +306,13 @@ def test_cuda_matches_cpu(truncated, class_agnostic):
     on_gpu = run_merge({k: v.cuda() for k, v in case.items()}, **options)
     assert all(t.is_cuda for t in on_gpu)
     assert_same_detections(on_gpu, run_merge(case, **options))
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_inputs_without_scales_and_flips_get_the_defaults_on_their_device():
+    case = workload_case(num_images=2, seed=8)
+    names = ("boxes", "scores", "labels", "tile_index", "tiles", "tile_image", "image_sizes")
+    on_gpu = merge_tiles(*(case[name].cuda() for name in names), max_per_image=100)
+    assert all(t.is_cuda for t in on_gpu)
+    assert_same_detections(on_gpu, run_merge(case, max_per_image=100))

@@ -74,9 +74,9 @@ def merge_tiles(
     tiles = _as_tensor("tiles", tiles)
     num_tiles = tiles.shape[0] if tiles.dim() == 2 else -1
     if tile_scales is None:
-        tile_scales = torch.ones(max(num_tiles, 0), 2)
+        tile_scales = torch.ones(max(num_tiles, 0), 2, device=device)
     if tile_flips is None:
-        tile_flips = torch.zeros(max(num_tiles, 0), dtype=torch.bool)
+        tile_flips = torch.zeros(max(num_tiles, 0), dtype=torch.bool, device=device)
     scores = _as_tensor("scores", scores)
     if not scores.is_floating_point():
         _fail(f"scores must be floating, got {scores.dtype}")
