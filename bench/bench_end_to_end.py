@@ -91,10 +91,13 @@ def test_tiled_inference_end_to_end_vs_sahi_way(benchmark, summary_line, device)
 
     assert len(crops) == 12 and candidates > 12 * 1000
     assert len(found["boxes"]) == len(expected) == policy.max_per_image
-    # batch 12 and batch 1 convolutions round differently (~1e-7): the same boxes, to that rounding
+    # Batch 12 and batch 1 convolutions round differently (~1e-7 on the CPU; ~1e-3 on GPUs, whose
+    # convolutions use TF32): the same boxes to that rounding, except where two scores that close trade
+    # places at the max_per_image cut.
     overlap = torchvision.ops.box_iou(found["boxes"].cpu(), torch.from_numpy(expected[:, :4]))
-    assert bool((overlap.max(dim=1).values > 0.99).all())
-    torch.testing.assert_close(found["scores"].cpu(), torch.from_numpy(expected[:, 4]), atol=1e-5, rtol=0)
+    assert (overlap.max(dim=1).values > 0.99).float().mean() >= (1.0 if device == "cpu" else 0.99)
+    atol = 1e-5 if device == "cpu" else 2e-3
+    torch.testing.assert_close(found["scores"].cpu(), torch.from_numpy(expected[:, 4]), atol=atol, rtol=0)
     ratio = baseline_s / ours_s
     benchmark.extra_info.update(
         image=f"{width}x{height}", tiles=len(crops), candidates=candidates, backend=backend,
