@@ -1,11 +1,14 @@
-// Merge of tiled detections on the CPU: the per-box kernels; the steps around them are in ops/merge_tiles.cpp.
+// Merge of tiled detections on the CPU: placement, truncated boxes and, per image, greedy NMS (greedy_nms.h).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
+#include "ops/cpu/greedy_nms.h"
 #include "ops/merge_tiles.h"
 #include "tile_math.h"
 
@@ -41,14 +44,6 @@ void place_boxes_typed(const MergeTilesInput& in, at::Tensor& image_boxes, at::T
       cut[i] = touches_internal_tile_border(crop_box, tile, size[0], size[1]);
     }
   });
-}
-
-void place_boxes_cpu(const MergeTilesInput& in, at::Tensor& image_boxes, at::Tensor& truncated) {
-  if (in.boxes.scalar_type() == at::kDouble) {
-    place_boxes_typed<double>(in, image_boxes, truncated);
-  } else {
-    place_boxes_typed<float>(in, image_boxes, truncated);
-  }
 }
 
 // Per image (in parallel), the complete boxes sorted by x1; each truncated box is compared only with the
@@ -117,17 +112,166 @@ at::Tensor covered_truncated_typed(
   return covered;
 }
 
-at::Tensor covered_truncated_cpu(
-    const at::Tensor& image_boxes,
-    const at::Tensor& truncated,
-    const at::Tensor& box_tile,
-    const at::Tensor& box_image,
-    const at::Tensor& labels,
-    bool class_agnostic,
-    double iof) {
-  return image_boxes.scalar_type() == at::kDouble
-      ? covered_truncated_typed<double>(image_boxes, truncated, box_tile, box_image, labels, class_agnostic, iof)
-      : covered_truncated_typed<float>(image_boxes, truncated, box_tile, box_image, labels, class_agnostic, iof);
+// The checks that read the data, in one pass over the boxes and one over the tiles; `num_classes` gets
+// 1 + the largest label.
+template <typename T, typename S>
+MergeTilesFacts read_facts(const MergeTilesInput& in, const T* boxes, const S* scores, const int64_t* labels,
+                           const int64_t* tile_index, int64_t& num_classes) {
+  struct BoxFacts {
+    bool boxes_finite = true, scores_finite = true, tile_index_in_range = true;
+    int64_t min_label = std::numeric_limits<int64_t>::max(), max_label = std::numeric_limits<int64_t>::min();
+  };
+  const int64_t num_tiles = in.tiles.size(0);
+  const BoxFacts box_facts = at::parallel_reduce(
+      0, in.boxes.size(0), 1 << 14, BoxFacts{},
+      [&](int64_t begin, int64_t end, BoxFacts facts) {
+        for (int64_t i = begin; i < end; ++i) {
+          const T* b = boxes + 4 * i;
+          facts.boxes_finite &= std::isfinite(b[0]) & std::isfinite(b[1]) & std::isfinite(b[2]) & std::isfinite(b[3]);
+          facts.scores_finite &= std::isfinite(scores[i]);
+          facts.tile_index_in_range &= (tile_index[i] >= 0) & (tile_index[i] < num_tiles);
+          facts.min_label = std::min(facts.min_label, labels[i]);
+          facts.max_label = std::max(facts.max_label, labels[i]);
+        }
+        return facts;
+      },
+      [](const BoxFacts& a, const BoxFacts& b) {
+        return BoxFacts{a.boxes_finite && b.boxes_finite, a.scores_finite && b.scores_finite,
+                        a.tile_index_in_range && b.tile_index_in_range, std::min(a.min_label, b.min_label),
+                        std::max(a.max_label, b.max_label)};
+      });
+  num_classes = box_facts.max_label + 1;
+
+  const at::Tensor tiles = in.tiles.contiguous();
+  const at::Tensor scales = in.tile_scales.contiguous();
+  const at::Tensor tile_image = in.tile_image.contiguous();
+  const at::Tensor sizes = in.image_sizes.contiguous();
+  const auto finite_positive = [](const T* values, int64_t count) {
+    return std::all_of(values, values + count, [](T v) { return std::isfinite(v) && v > 0; });
+  };
+  bool tiles_valid = true;
+  for (int64_t t = 0; t < num_tiles; ++t) {
+    const T* tile = tiles.data_ptr<T>() + 4 * t;
+    tiles_valid &= std::all_of(tile, tile + 4, [](T v) { return std::isfinite(v); }) && has_positive_extent(tile);
+  }
+  const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
+  const int64_t num_images = in.image_sizes.size(0);
+  return {box_facts.boxes_finite,
+          box_facts.scores_finite,
+          box_facts.min_label >= 0,
+          box_facts.tile_index_in_range,
+          std::all_of(image_of_tile, image_of_tile + num_tiles, [&](int64_t i) { return i >= 0 && i < num_images; }),
+          tiles_valid,
+          finite_positive(scales.data_ptr<T>(), 2 * num_tiles),
+          finite_positive(sizes.data_ptr<T>(), 2 * num_images)};
+}
+
+// The merge on the CPU, fused per image: the boxes placed in their images, the candidates bucketed by
+// (image, class), then per image in parallel each class's greedy NMS and the merge of the classes by score.
+// T: box coordinates; S: scores as ranked (float or double, exact for any score dtype).
+template <typename T, typename S>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
+    const MergeTilesInput& in,
+    const MergeTilesOptions& options) {
+  const int64_t n = in.boxes.size(0);
+  const at::Tensor boxes = in.boxes.contiguous();
+  const at::Tensor labels = in.labels.contiguous();
+  const at::Tensor tile_index = in.tile_index.contiguous();
+  const at::Tensor tile_image = in.tile_image.contiguous();
+  const int64_t* label_of_box = labels.data_ptr<int64_t>();
+  const int64_t* tile_of_box = tile_index.data_ptr<int64_t>();
+  const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
+  constexpr at::ScalarType kScoreType = c10::CppTypeToScalarType<S>::value;
+  at::Tensor ranked_scores = in.scores.to(kScoreType).contiguous();
+  int64_t num_classes = 0;
+  check_merge_tiles_facts(
+      read_facts(in, boxes.data_ptr<T>(), ranked_scores.data_ptr<S>(), label_of_box, tile_of_box,
+                 num_classes),
+      in.tiles.size(0), in.image_sizes.size(0));
+
+  at::Tensor image_boxes = at::empty({n, 4}, in.boxes.options());
+  at::Tensor truncated = at::empty({n}, in.boxes.options().dtype(at::kBool));
+  place_boxes_typed<T>(in, image_boxes, truncated);
+  at::Tensor scores = in.scores;
+  at::Tensor candidate = in.scores.gt(options.score_threshold);  // compared in the scores' dtype, as in PyTorch
+  if (options.truncated != "keep") {
+    const at::Tensor covered = covered_truncated_typed<T>(
+        image_boxes, truncated, in.tile_index, in.tile_image.index_select(0, in.tile_index), in.labels,
+        options.class_agnostic, options.truncated_iof);
+    if (options.truncated == "drop") {
+      candidate &= covered.logical_not();
+    } else {
+      scores = at::where(covered, scores * options.truncated_factor, scores);
+      ranked_scores = scores.to(kScoreType).contiguous();
+    }
+  }
+  candidate = candidate.contiguous();
+
+  // Candidates bucketed by group: image * num_classes + class, or image when class-agnostic.
+  const int64_t classes = options.class_agnostic ? 1 : num_classes;
+  const bool* is_candidate = candidate.data_ptr<bool>();
+  std::vector<int32_t> candidates;
+  std::vector<int64_t> candidate_group;
+  candidates.reserve(n);
+  candidate_group.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_candidate[i]) {
+      candidates.push_back(static_cast<int32_t>(i));
+      candidate_group.push_back(image_of_tile[tile_of_box[i]] * classes + (options.class_agnostic ? 0 : label_of_box[i]));
+    }
+  }
+  const int32_t num_candidates = static_cast<int32_t>(candidates.size());
+  std::vector<int32_t> members, starts;
+  bucket_by_group(candidate_group.data(), num_candidates, members, starts);
+  const int64_t num_groups = static_cast<int64_t>(starts.size()) - 1;
+  // The groups of each image with candidates: [image_groups[k], image_groups[k + 1]).
+  std::vector<int64_t> images, image_groups;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const int64_t image = candidate_group[members[starts[g]]] / classes;
+    if (images.empty() || images.back() != image) {
+      images.push_back(image);
+      image_groups.push_back(g);
+    }
+  }
+  image_groups.push_back(num_groups);
+  for (int32_t& member : members) {
+    member = candidates[member];
+  }
+
+  const T* box_data = image_boxes.data_ptr<T>();
+  const S* score_data = ranked_scores.data_ptr<S>();
+  const int64_t num_images = static_cast<int64_t>(images.size());
+  std::vector<int32_t> kept(num_candidates);         // each group's kept boxes at the start of its members
+  std::vector<Span> kept_spans(num_groups);
+  std::vector<int64_t> image_keep(num_candidates);   // each image's result at the start of its first group
+  std::vector<int64_t> image_keep_size(num_images);
+  at::parallel_for(0, num_images, 1, [&](int64_t begin, int64_t end) {
+    GreedyNms<T, S> nms;
+    for (int64_t k = begin; k < end; ++k) {
+      for (int64_t g = image_groups[k]; g < image_groups[k + 1]; ++g) {
+        const int32_t first = starts[g];
+        const int32_t count = nms.run(box_data, score_data, members.data() + first, starts[g + 1] - first,
+                                      options.iou_threshold, options.class_agnostic ? options.max_per_image : -1,
+                                      kept.data() + first);
+        kept_spans[g] = {first, first + count};
+      }
+      const int64_t first_group = image_groups[k];
+      image_keep_size[k] = merge_by_score(kept.data(), kept_spans.data() + first_group, image_groups[k + 1] - first_group,
+                                          score_data, options.max_per_image, image_keep.data() + starts[first_group]);
+    }
+  });
+
+  const int64_t total = std::accumulate(image_keep_size.begin(), image_keep_size.end(), int64_t{0});
+  at::Tensor keep = at::empty({total}, at::kLong);
+  at::Tensor keep_image = at::empty({total}, at::kLong);
+  int64_t* keep_data = keep.data_ptr<int64_t>();
+  int64_t* keep_image_data = keep_image.data_ptr<int64_t>();
+  for (int64_t k = 0, written = 0; k < num_images; ++k) {
+    std::copy_n(image_keep.data() + starts[image_groups[k]], image_keep_size[k], keep_data + written);
+    std::fill_n(keep_image_data + written, image_keep_size[k], images[k]);
+    written += image_keep_size[k];
+  }
+  return {image_boxes.index_select(0, keep), scores.index_select(0, keep), in.labels.index_select(0, keep), keep_image};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_cpu(
@@ -147,11 +291,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_cpu(
     c10::string_view truncated,
     double truncated_iof,
     double truncated_factor) {
-  return merge_tiles_with(
-      {boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes},
-      {score_threshold, iou_threshold, class_agnostic, max_per_image, std::string(truncated), truncated_iof,
-       truncated_factor},
-      {&place_boxes_cpu, &covered_truncated_cpu});
+  const MergeTilesInput in{boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes};
+  const MergeTilesOptions options{score_threshold, iou_threshold, class_agnostic, max_per_image, std::string(truncated),
+                                  truncated_iof, truncated_factor};
+  check_merge_tiles_args(in, options);
+  if (boxes.size(0) == 0) {
+    return empty_merge_result(in);
+  }
+  const bool double_scores = scores.scalar_type() == at::kDouble;
+  if (boxes.scalar_type() == at::kDouble) {
+    return double_scores ? merge_tiles_typed<double, double>(in, options) : merge_tiles_typed<double, float>(in, options);
+  }
+  return double_scores ? merge_tiles_typed<float, double>(in, options) : merge_tiles_typed<float, float>(in, options);
 }
 
 }  // namespace
