@@ -35,16 +35,16 @@ struct MergeTilesOptions {
 // Checks of shapes, dtypes, devices and options: ValueError naming the argument.
 void check_merge_tiles_args(const MergeTilesInput& input, const MergeTilesOptions& options);
 
-// What the checks that read the data found.
+// What the checks that read the data found (each true unless a check found otherwise).
 struct MergeTilesFacts {
-  bool boxes_finite;
-  bool scores_finite;
-  bool labels_nonnegative;
-  bool tile_index_in_range;
-  bool tile_image_in_range;
-  bool tiles_valid;        // finite, x2 > x1 and y2 > y1
-  bool tile_scales_valid;  // finite and > 0
-  bool image_sizes_valid;  // finite and > 0
+  bool boxes_finite = true;
+  bool scores_finite = true;
+  bool labels_nonnegative = true;
+  bool tile_index_in_range = true;
+  bool tile_image_in_range = true;
+  bool tiles_valid = true;        // finite, x2 > x1 and y2 > y1
+  bool tile_scales_valid = true;  // finite and > 0
+  bool image_sizes_valid = true;  // finite and > 0
 };
 
 // ValueError naming the first bad argument.

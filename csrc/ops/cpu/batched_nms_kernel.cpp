@@ -3,25 +3,20 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <vector>
 
 #include "ops/batched_nms.h"
+#include "ops/cpu/all_finite.h"
 #include "ops/cpu/greedy_nms.h"
 
 namespace tinyfast {
 namespace {
 
 template <typename T>
-bool all_finite(const T* values, int64_t count) {
+bool all_finite_in_parallel(const T* values, int64_t count) {
   return at::parallel_reduce(
       0, count, 1 << 14, true,
-      [&](int64_t begin, int64_t end, bool ok) {
-        for (int64_t i = begin; i < end && ok; ++i) {
-          ok = std::isfinite(values[i]);
-        }
-        return ok;
-      },
+      [&](int64_t begin, int64_t end, bool ok) { return ok && all_finite(values + begin, end - begin); },
       [](bool a, bool b) { return a && b; });
 }
 
@@ -33,8 +28,8 @@ at::Tensor batched_nms_typed(const at::Tensor& boxes, const at::Tensor& scores, 
   const at::Tensor idxs_c = idxs.contiguous();
   const T* box_data = boxes_c.data_ptr<T>();
   const S* score_data = scores_c.data_ptr<S>();
-  TORCH_CHECK_VALUE(all_finite(box_data, 4 * static_cast<int64_t>(n)), "batched_nms: boxes must be finite (found NaN or inf)");
-  TORCH_CHECK_VALUE(all_finite(score_data, n), "batched_nms: scores must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(all_finite_in_parallel(box_data, 4 * static_cast<int64_t>(n)), "batched_nms: boxes must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(all_finite_in_parallel(score_data, n), "batched_nms: scores must be finite (found NaN or inf)");
 
   std::vector<int32_t> members, starts;
   bucket_by_group(idxs_c.data_ptr<int64_t>(), n, members, starts);

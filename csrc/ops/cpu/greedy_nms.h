@@ -5,7 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <iterator>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 #include <vector>
@@ -26,13 +26,17 @@ struct Span {
 inline void bucket_by_group(const int64_t* ids, int32_t n, std::vector<int32_t>& bucketed, std::vector<int32_t>& starts) {
   bucketed.resize(n);
   starts.clear();
-  if (n == 0) {
-    starts.push_back(0);
+  if (std::is_sorted(ids, ids + n)) {  // grouped already (boxes image after image): nothing moves
+    std::iota(bucketed.begin(), bucketed.end(), 0);
+    for (int32_t p = 0; p < n; p = static_cast<int32_t>(std::upper_bound(ids + p, ids + n, ids[p]) - ids)) {
+      starts.push_back(p);
+    }
+    starts.push_back(n);
     return;
   }
   const auto [lowest, highest] = std::minmax_element(ids, ids + n);
   const uint64_t span = static_cast<uint64_t>(*highest) - static_cast<uint64_t>(*lowest);
-  if (span < 4 * static_cast<uint64_t>(n) + 1024) {  // dense ids (image * classes + class): counting sort
+  if (span < 4 * static_cast<uint64_t>(n) + 1024) {  // dense ids (images, classes): counting sort
     std::vector<int32_t> next(span + 2, 0);
     for (int32_t i = 0; i < n; ++i) {
       ++next[ids[i] - *lowest + 1];
@@ -72,13 +76,9 @@ class GreedyNms {
     for (int32_t r = 0; r < count; ++r) {
       std::copy_n(boxes + 4 * static_cast<int64_t>(ranked_[r].index), 4, boxes_by_rank_.data() + 4 * static_cast<size_t>(r));
     }
-    grid_.reset(boxes_by_rank_.data(), count);
-    int32_t kept_count = 0;
-    for (int32_t r = 0; r < count && kept_count != cap; ++r) {
-      if (!has_positive_extent(boxes_by_rank_.data() + 4 * static_cast<size_t>(r)) ||
-          grid_.keep_unless_suppressed(r, iou_threshold)) {
-        kept[kept_count++] = ranked_[r].index;
-      }
+    const int32_t kept_count = grid_.keep_greedily(boxes_by_rank_.data(), count, iou_threshold, cap, kept);
+    for (int32_t k = 0; k < kept_count; ++k) {
+      kept[k] = ranked_[kept[k]].index;
     }
     return kept_count;
   }
@@ -95,27 +95,46 @@ class GreedyNms {
 template <typename S>
 int64_t merge_by_score(const int32_t* lists, const Span* spans, int64_t num_spans, const S* scores, int64_t cap,
                        int64_t* out) {
-  const auto before = [&](int32_t a, int32_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
-  // Heap of the lists' unmerged parts, the one whose head comes first on top.
-  const auto heap_order = [&](const Span& a, const Span& b) { return before(lists[b.begin], lists[a.begin]); };
-  std::vector<Span> heap;
-  std::copy_if(spans, spans + num_spans, std::back_inserter(heap), [](const Span& s) { return s.begin < s.end; });
-  std::make_heap(heap.begin(), heap.end(), heap_order);
+  // Each list's head (score at hand) and rest, in a binary heap with the first head on top.
+  struct Head {
+    S score;
+    int32_t index;
+    Span rest;
+  };
+  const auto after = [](const Head& a, const Head& b) {
+    return a.score < b.score || (a.score == b.score && a.index > b.index);
+  };
+  std::vector<Head> heap;
+  for (int64_t k = 0; k < num_spans; ++k) {
+    if (spans[k].begin < spans[k].end) {
+      const int32_t index = lists[spans[k].begin];
+      heap.push_back({scores[index], index, {spans[k].begin + 1, spans[k].end}});
+    }
+  }
+  std::make_heap(heap.begin(), heap.end(), after);
+  const int64_t limit = cap < 0 ? std::numeric_limits<int64_t>::max() : cap;
   int64_t length = 0;
-  while (!heap.empty() && length != cap) {
-    if (heap.size() == 1) {  // the last list: no more comparisons
-      const int64_t rest = heap[0].end - heap[0].begin;
-      const int64_t taken = cap < 0 ? rest : std::min(rest, cap - length);
-      std::copy_n(lists + heap[0].begin, taken, out + length);
+  while (!heap.empty() && length < limit) {
+    Head& top = heap.front();
+    out[length++] = top.index;
+    if (heap.size() == 1) {  // the last list: copied as it is
+      const int64_t taken = std::min<int64_t>(top.rest.end - top.rest.begin, limit - length);
+      std::copy_n(lists + top.rest.begin, taken, out + length);
       return length + taken;
     }
-    std::pop_heap(heap.begin(), heap.end(), heap_order);
-    Span& rest = heap.back();
-    out[length++] = lists[rest.begin++];
-    if (rest.begin < rest.end) {
-      std::push_heap(heap.begin(), heap.end(), heap_order);
+    if (top.rest.begin < top.rest.end) {
+      top.index = lists[top.rest.begin++];
+      top.score = scores[top.index];
     } else {
+      top = heap.back();
       heap.pop_back();
+    }
+    for (size_t parent = 0, child = 1; child < heap.size(); parent = child, child = 2 * child + 1) {  // sift down
+      child += child + 1 < heap.size() && after(heap[child], heap[child + 1]);
+      if (!after(heap[parent], heap[child])) {
+        break;
+      }
+      std::swap(heap[parent], heap[child]);
     }
   }
   return length;

@@ -1,50 +1,21 @@
-// Merge of tiled detections on the CPU: placement, truncated boxes and, per image, greedy NMS (greedy_nms.h).
+// Merge of tiled detections on the CPU, fused: one pass over the boxes checks and places them, then each
+// image (in parallel) selects its candidates, runs greedy NMS per class (greedy_nms.h) and merges the classes
+// by score.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numeric>
 #include <vector>
 
+#include "ops/cpu/all_finite.h"
 #include "ops/cpu/greedy_nms.h"
 #include "ops/merge_tiles.h"
 #include "tile_math.h"
 
 namespace tinyfast {
 namespace {
-
-template <typename T>
-void place_boxes_typed(const MergeTilesInput& in, at::Tensor& image_boxes, at::Tensor& truncated) {
-  const at::Tensor boxes = in.boxes.contiguous();
-  const at::Tensor tiles = in.tiles.contiguous();
-  const at::Tensor scales = in.tile_scales.contiguous();
-  const at::Tensor flips = in.tile_flips.contiguous();
-  const at::Tensor tile_image = in.tile_image.contiguous();
-  const at::Tensor sizes = in.image_sizes.contiguous();
-  const at::Tensor tile_index = in.tile_index.contiguous();
-  const T* box_data = boxes.data_ptr<T>();
-  const T* tile_data = tiles.data_ptr<T>();
-  const T* scale_data = scales.data_ptr<T>();
-  const bool* flip_data = flips.data_ptr<bool>();
-  const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
-  const T* size_data = sizes.data_ptr<T>();
-  const int64_t* tile_of_box = tile_index.data_ptr<int64_t>();
-  T* out = image_boxes.data_ptr<T>();
-  bool* cut = truncated.data_ptr<bool>();
-  at::parallel_for(0, boxes.size(0), 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t t = tile_of_box[i];
-      const T* tile = tile_data + 4 * t;
-      const T* size = size_data + 2 * image_of_tile[t];
-      T crop_box[4];
-      box_in_crop(box_data + 4 * i, tile, scale_data[2 * t], scale_data[2 * t + 1], flip_data[t], crop_box);
-      crop_box_in_image(crop_box, tile, size[0], size[1], out + 4 * i);
-      cut[i] = touches_internal_tile_border(crop_box, tile, size[0], size[1]);
-    }
-  });
-}
 
 // Per image (in parallel), the complete boxes sorted by x1; each truncated box is compared only with the
 // complete boxes whose x1 lies in [its x1 - the widest complete box, its x2).
@@ -112,36 +83,11 @@ at::Tensor covered_truncated_typed(
   return covered;
 }
 
-// The checks that read the data, in one pass over the boxes and one over the tiles; `num_classes` gets
-// 1 + the largest label.
-template <typename T, typename S>
-MergeTilesFacts read_facts(const MergeTilesInput& in, const T* boxes, const S* scores, const int64_t* labels,
-                           const int64_t* tile_index, int64_t& num_classes) {
-  struct BoxFacts {
-    bool boxes_finite = true, scores_finite = true, tile_index_in_range = true;
-    int64_t min_label = std::numeric_limits<int64_t>::max(), max_label = std::numeric_limits<int64_t>::min();
-  };
+// The per-tile and per-image checks, before any box reads its tile.
+template <typename T>
+void check_tiles(const MergeTilesInput& in) {
   const int64_t num_tiles = in.tiles.size(0);
-  const BoxFacts box_facts = at::parallel_reduce(
-      0, in.boxes.size(0), 1 << 14, BoxFacts{},
-      [&](int64_t begin, int64_t end, BoxFacts facts) {
-        for (int64_t i = begin; i < end; ++i) {
-          const T* b = boxes + 4 * i;
-          facts.boxes_finite &= std::isfinite(b[0]) & std::isfinite(b[1]) & std::isfinite(b[2]) & std::isfinite(b[3]);
-          facts.scores_finite &= std::isfinite(scores[i]);
-          facts.tile_index_in_range &= (tile_index[i] >= 0) & (tile_index[i] < num_tiles);
-          facts.min_label = std::min(facts.min_label, labels[i]);
-          facts.max_label = std::max(facts.max_label, labels[i]);
-        }
-        return facts;
-      },
-      [](const BoxFacts& a, const BoxFacts& b) {
-        return BoxFacts{a.boxes_finite && b.boxes_finite, a.scores_finite && b.scores_finite,
-                        a.tile_index_in_range && b.tile_index_in_range, std::min(a.min_label, b.min_label),
-                        std::max(a.max_label, b.max_label)};
-      });
-  num_classes = box_facts.max_label + 1;
-
+  const int64_t num_images = in.image_sizes.size(0);
   const at::Tensor tiles = in.tiles.contiguous();
   const at::Tensor scales = in.tile_scales.contiguous();
   const at::Tensor tile_image = in.tile_image.contiguous();
@@ -155,109 +101,179 @@ MergeTilesFacts read_facts(const MergeTilesInput& in, const T* boxes, const S* s
     tiles_valid &= std::all_of(tile, tile + 4, [](T v) { return std::isfinite(v); }) && has_positive_extent(tile);
   }
   const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
-  const int64_t num_images = in.image_sizes.size(0);
-  return {box_facts.boxes_finite,
-          box_facts.scores_finite,
-          box_facts.min_label >= 0,
-          box_facts.tile_index_in_range,
+  const MergeTilesFacts facts{
+      .tile_image_in_range =
           std::all_of(image_of_tile, image_of_tile + num_tiles, [&](int64_t i) { return i >= 0 && i < num_images; }),
-          tiles_valid,
-          finite_positive(scales.data_ptr<T>(), 2 * num_tiles),
-          finite_positive(sizes.data_ptr<T>(), 2 * num_images)};
+      .tiles_valid = tiles_valid,
+      .tile_scales_valid = finite_positive(scales.data_ptr<T>(), 2 * num_tiles),
+      .image_sizes_valid = finite_positive(sizes.data_ptr<T>(), 2 * num_images)};
+  check_merge_tiles_facts(facts, num_tiles, num_images);
 }
 
-// The merge on the CPU, fused per image: the boxes placed in their images, the candidates bucketed by
-// (image, class), then per image in parallel each class's greedy NMS and the merge of the classes by score.
+// One pass over the boxes, in parallel: their checks, and each box placed in its image (image-coordinate
+// box, whether an internal tile border cut it, its image). The tiles must have passed check_tiles.
+template <typename T, typename S>
+void place_and_check_boxes(const MergeTilesInput& in, const S* scores, T* image_boxes, bool* truncated, int64_t* box_image) {
+  const at::Tensor boxes = in.boxes.contiguous();
+  const at::Tensor labels = in.labels.contiguous();
+  const at::Tensor tile_index = in.tile_index.contiguous();
+  const at::Tensor tiles = in.tiles.contiguous();
+  const at::Tensor scales = in.tile_scales.contiguous();
+  const at::Tensor flips = in.tile_flips.contiguous();
+  const at::Tensor tile_image = in.tile_image.contiguous();
+  const at::Tensor sizes = in.image_sizes.contiguous();
+  const T* box_data = boxes.data_ptr<T>();
+  const int64_t* label_of_box = labels.data_ptr<int64_t>();
+  const int64_t* tile_of_box = tile_index.data_ptr<int64_t>();
+  const T* tile_data = tiles.data_ptr<T>();
+  const T* scale_data = scales.data_ptr<T>();
+  const bool* flip_data = flips.data_ptr<bool>();
+  const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
+  const T* size_data = sizes.data_ptr<T>();
+  const int64_t num_tiles = in.tiles.size(0);
+  const MergeTilesFacts facts = at::parallel_reduce(
+      0, in.boxes.size(0), 4096, MergeTilesFacts{},
+      [&](int64_t begin, int64_t end, MergeTilesFacts facts) {
+        facts.boxes_finite &= all_finite(box_data + 4 * begin, 4 * (end - begin));
+        facts.scores_finite &= all_finite(scores + begin, end - begin);
+        int64_t labels_or = 0;  // negative iff a label is; branch-free, for the compiler to vectorize
+        for (int64_t i = begin; i < end; ++i) {
+          labels_or |= label_of_box[i];
+        }
+        facts.labels_nonnegative &= labels_or >= 0;
+        // Boxes come in runs of one tile (a detector's output, tile after tile): its data is read once a run.
+        for (int64_t run = begin, run_end = begin; run < end; run = run_end) {
+          const int64_t t = tile_of_box[run];
+          run_end = std::find_if(tile_of_box + run, tile_of_box + end, [t](int64_t u) { return u != t; }) - tile_of_box;
+          if (t < 0 || t >= num_tiles) {
+            facts.tile_index_in_range = false;
+            continue;
+          }
+          const T* tile = tile_data + 4 * t;
+          const T scale_x = scale_data[2 * t], scale_y = scale_data[2 * t + 1];
+          const bool flipped = flip_data[t];
+          const int64_t image = image_of_tile[t];
+          const T width = size_data[2 * image], height = size_data[2 * image + 1];
+          for (int64_t i = run; i < run_end; ++i) {
+            T crop_box[4];
+            box_in_crop(box_data + 4 * i, tile, scale_x, scale_y, flipped, crop_box);
+            crop_box_in_image(crop_box, tile, width, height, image_boxes + 4 * i);
+            truncated[i] = touches_internal_tile_border(crop_box, tile, width, height);
+            box_image[i] = image;
+          }
+        }
+        return facts;
+      },
+      [](MergeTilesFacts a, const MergeTilesFacts& b) {
+        a.boxes_finite &= b.boxes_finite;
+        a.scores_finite &= b.scores_finite;
+        a.labels_nonnegative &= b.labels_nonnegative;
+        a.tile_index_in_range &= b.tile_index_in_range;
+        return a;
+      });
+  check_merge_tiles_facts(facts, num_tiles, in.image_sizes.size(0));
+}
+
+// Greedy NMS and merge of one image's boxes at a time, with the memory reused from image to image.
+template <typename T, typename S>
+class ImageMerger {
+ public:
+  // boxes_of_image: the image's box indices, ascending; candidate: which boxes take part (nullptr: all).
+  // Writes the image's kept boxes to `out`, by score descending (ties: lower index first), at most
+  // max_per_image of them when >= 0, and returns how many; `kept` is scratch as long as boxes_of_image.
+  int64_t run(const int32_t* boxes_of_image, int32_t count, const bool* candidate, const T* boxes, const S* scores,
+              const int64_t* labels, const MergeTilesOptions& options, int32_t* kept, int64_t* out) {
+    candidates_.clear();
+    for (int32_t p = 0; p < count; ++p) {
+      if (candidate == nullptr || candidate[boxes_of_image[p]]) {
+        candidates_.push_back(boxes_of_image[p]);
+      }
+    }
+    const int32_t num_candidates = static_cast<int32_t>(candidates_.size());
+    const int32_t* members = candidates_.data();
+    if (options.class_agnostic) {
+      class_starts_.assign({0, num_candidates});
+    } else {
+      candidate_labels_.resize(num_candidates);
+      for (int32_t p = 0; p < num_candidates; ++p) {
+        candidate_labels_[p] = labels[candidates_[p]];
+      }
+      bucket_by_group(candidate_labels_.data(), num_candidates, by_class_, class_starts_);
+      for (int32_t& member : by_class_) {
+        member = candidates_[member];
+      }
+      members = by_class_.data();
+    }
+    const int64_t num_classes = static_cast<int64_t>(class_starts_.size()) - 1;
+    kept_spans_.resize(num_classes);
+    for (int64_t c = 0; c < num_classes; ++c) {
+      const int32_t first = class_starts_[c];
+      const int32_t kept_count = nms_.run(boxes, scores, members + first, class_starts_[c + 1] - first,
+                                          options.iou_threshold, options.class_agnostic ? options.max_per_image : -1,
+                                          kept + first);
+      kept_spans_[c] = {first, first + kept_count};
+    }
+    return merge_by_score(kept, kept_spans_.data(), num_classes, scores, options.max_per_image, out);
+  }
+
+ private:
+  GreedyNms<T, S> nms_;
+  std::vector<int32_t> candidates_, by_class_, class_starts_;
+  std::vector<int64_t> candidate_labels_;
+  std::vector<Span> kept_spans_;
+};
+
 // T: box coordinates; S: scores as ranked (float or double, exact for any score dtype).
 template <typename T, typename S>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
     const MergeTilesInput& in,
     const MergeTilesOptions& options) {
   const int64_t n = in.boxes.size(0);
-  const at::Tensor boxes = in.boxes.contiguous();
-  const at::Tensor labels = in.labels.contiguous();
-  const at::Tensor tile_index = in.tile_index.contiguous();
-  const at::Tensor tile_image = in.tile_image.contiguous();
-  const int64_t* label_of_box = labels.data_ptr<int64_t>();
-  const int64_t* tile_of_box = tile_index.data_ptr<int64_t>();
-  const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
   constexpr at::ScalarType kScoreType = c10::CppTypeToScalarType<S>::value;
   at::Tensor ranked_scores = in.scores.to(kScoreType).contiguous();
-  int64_t num_classes = 0;
-  check_merge_tiles_facts(
-      read_facts(in, boxes.data_ptr<T>(), ranked_scores.data_ptr<S>(), label_of_box, tile_of_box,
-                 num_classes),
-      in.tiles.size(0), in.image_sizes.size(0));
-
+  check_tiles<T>(in);
   at::Tensor image_boxes = at::empty({n, 4}, in.boxes.options());
   at::Tensor truncated = at::empty({n}, in.boxes.options().dtype(at::kBool));
-  place_boxes_typed<T>(in, image_boxes, truncated);
+  at::Tensor box_image = at::empty({n}, in.tile_image.options());
+  place_and_check_boxes(in, ranked_scores.data_ptr<S>(), image_boxes.data_ptr<T>(), truncated.data_ptr<bool>(),
+                        box_image.data_ptr<int64_t>());
+
   at::Tensor scores = in.scores;
-  at::Tensor candidate = in.scores.gt(options.score_threshold);  // compared in the scores' dtype, as in PyTorch
+  at::Tensor candidate;  // undefined: every box is a candidate
+  if (options.score_threshold != -INFINITY) {
+    candidate = in.scores.gt(options.score_threshold);  // compared in the scores' dtype, as in PyTorch
+  }
   if (options.truncated != "keep") {
     const at::Tensor covered = covered_truncated_typed<T>(
-        image_boxes, truncated, in.tile_index, in.tile_image.index_select(0, in.tile_index), in.labels,
-        options.class_agnostic, options.truncated_iof);
+        image_boxes, truncated, in.tile_index, box_image, in.labels, options.class_agnostic, options.truncated_iof);
     if (options.truncated == "drop") {
-      candidate &= covered.logical_not();
+      candidate = candidate.defined() ? candidate & covered.logical_not() : covered.logical_not();
     } else {
       scores = at::where(covered, scores * options.truncated_factor, scores);
       ranked_scores = scores.to(kScoreType).contiguous();
     }
   }
-  candidate = candidate.contiguous();
-
-  // Candidates bucketed by group: image * num_classes + class, or image when class-agnostic.
-  const int64_t classes = options.class_agnostic ? 1 : num_classes;
-  const bool* is_candidate = candidate.data_ptr<bool>();
-  std::vector<int32_t> candidates;
-  std::vector<int64_t> candidate_group;
-  candidates.reserve(n);
-  candidate_group.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if (is_candidate[i]) {
-      candidates.push_back(static_cast<int32_t>(i));
-      candidate_group.push_back(image_of_tile[tile_of_box[i]] * classes + (options.class_agnostic ? 0 : label_of_box[i]));
-    }
-  }
-  const int32_t num_candidates = static_cast<int32_t>(candidates.size());
-  std::vector<int32_t> members, starts;
-  bucket_by_group(candidate_group.data(), num_candidates, members, starts);
-  const int64_t num_groups = static_cast<int64_t>(starts.size()) - 1;
-  // The groups of each image with candidates: [image_groups[k], image_groups[k + 1]).
-  std::vector<int64_t> images, image_groups;
-  for (int64_t g = 0; g < num_groups; ++g) {
-    const int64_t image = candidate_group[members[starts[g]]] / classes;
-    if (images.empty() || images.back() != image) {
-      images.push_back(image);
-      image_groups.push_back(g);
-    }
-  }
-  image_groups.push_back(num_groups);
-  for (int32_t& member : members) {
-    member = candidates[member];
+  if (candidate.defined()) {
+    candidate = candidate.contiguous();
   }
 
+  std::vector<int32_t> by_image, image_starts;
+  bucket_by_group(box_image.data_ptr<int64_t>(), static_cast<int32_t>(n), by_image, image_starts);
+  const int64_t num_images = static_cast<int64_t>(image_starts.size()) - 1;
+  std::vector<int32_t> kept(n);
+  std::vector<int64_t> image_keep(n);  // each image's result at the start of its span of by_image
+  std::vector<int64_t> image_keep_size(num_images);
   const T* box_data = image_boxes.data_ptr<T>();
   const S* score_data = ranked_scores.data_ptr<S>();
-  const int64_t num_images = static_cast<int64_t>(images.size());
-  std::vector<int32_t> kept(num_candidates);         // each group's kept boxes at the start of its members
-  std::vector<Span> kept_spans(num_groups);
-  std::vector<int64_t> image_keep(num_candidates);   // each image's result at the start of its first group
-  std::vector<int64_t> image_keep_size(num_images);
+  const bool* candidate_data = candidate.defined() ? candidate.data_ptr<bool>() : nullptr;
+  const at::Tensor labels = in.labels.contiguous();
   at::parallel_for(0, num_images, 1, [&](int64_t begin, int64_t end) {
-    GreedyNms<T, S> nms;
+    ImageMerger<T, S> merger;
     for (int64_t k = begin; k < end; ++k) {
-      for (int64_t g = image_groups[k]; g < image_groups[k + 1]; ++g) {
-        const int32_t first = starts[g];
-        const int32_t count = nms.run(box_data, score_data, members.data() + first, starts[g + 1] - first,
-                                      options.iou_threshold, options.class_agnostic ? options.max_per_image : -1,
-                                      kept.data() + first);
-        kept_spans[g] = {first, first + count};
-      }
-      const int64_t first_group = image_groups[k];
-      image_keep_size[k] = merge_by_score(kept.data(), kept_spans.data() + first_group, image_groups[k + 1] - first_group,
-                                          score_data, options.max_per_image, image_keep.data() + starts[first_group]);
+      const int32_t first = image_starts[k];
+      image_keep_size[k] = merger.run(by_image.data() + first, image_starts[k + 1] - first, candidate_data, box_data,
+                                      score_data, labels.data_ptr<int64_t>(), options, kept.data() + first,
+                                      image_keep.data() + first);
     }
   });
 
@@ -266,9 +282,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
   at::Tensor keep_image = at::empty({total}, at::kLong);
   int64_t* keep_data = keep.data_ptr<int64_t>();
   int64_t* keep_image_data = keep_image.data_ptr<int64_t>();
+  const int64_t* image_of_box = box_image.data_ptr<int64_t>();
   for (int64_t k = 0, written = 0; k < num_images; ++k) {
-    std::copy_n(image_keep.data() + starts[image_groups[k]], image_keep_size[k], keep_data + written);
-    std::fill_n(keep_image_data + written, image_keep_size[k], images[k]);
+    std::copy_n(image_keep.data() + image_starts[k], image_keep_size[k], keep_data + written);
+    std::fill_n(keep_image_data + written, image_keep_size[k], image_of_box[by_image[image_starts[k]]]);
     written += image_keep_size[k];
   }
   return {image_boxes.index_select(0, keep), scores.index_select(0, keep), in.labels.index_select(0, keep), keep_image};
