@@ -52,6 +52,13 @@ TF_HOST_DEVICE bool has_positive_extent(const T* b) {
   return b[2] > b[0] && b[3] > b[1];
 }
 
+// Whether the boxes share interior points. When they do not, their intersection is 0 and so is their IoU:
+// a cheap test before the division of iou_above.
+template <typename T>
+TF_HOST_DEVICE bool interiors_meet(const T* a, const T* b) {
+  return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+}
+
 // IoU > threshold, with the operations in torchvision's order so that keep sets match bit for bit.
 // The comparison is done in double, as torchvision's CPU kernel does.
 template <typename T>

@@ -287,6 +287,29 @@ def test_many_ties_match_the_reference(seed):
         assert_same_keep(keep, reference_batched_nms(boxes, scores, idxs, iou_threshold))
 
 
+def test_signed_zero_and_negative_scores_rank_like_a_stable_sort():
+    """-0.0 and 0.0 tie (lower index first) and negative scores rank below them (the CPU kernel ranks the
+    scores' bit patterns)."""
+    generator = seeded(13)
+    boxes = tiny_person_lattice(10, 12, generator)
+    values = torch.tensor([0.0, -0.0, -0.5, 0.5, -1e-30, 1e-30, -3.0, 2.0, float(torch.finfo().tiny) / 4])
+    scores = values[torch.randint(0, len(values), (len(boxes),), generator=generator)]
+    idxs = torch.randint(0, 2, (len(boxes),), generator=generator)
+    for iou_threshold in (0.0, 0.5):
+        expected = reference_batched_nms(boxes, scores, idxs, iou_threshold)
+        assert_same_keep(batched_nms(boxes, scores, idxs, iou_threshold), expected)
+
+
+def test_double_scores_differing_only_in_their_last_bits():
+    generator = seeded(14)
+    boxes = tiny_person_lattice(10, 12, generator).double()
+    steps = torch.randperm(len(boxes), generator=generator).double()
+    scores = 0.5 + steps * 2**-50  # one float32 value; equal in every byte but the low ones as float64
+    idxs = torch.randint(0, 3, (len(boxes),), generator=generator)
+    assert_same_keep(batched_nms(boxes, scores, idxs, 0.5), reference_batched_nms(boxes, scores, idxs, 0.5))
+    assert_same_keep(batched_nms(boxes, scores, idxs, 0.5), _batched_nms_vanilla(boxes, scores, idxs, 0.5))
+
+
 @pytest.mark.parametrize("max_per_group", [0, 1, 3, 10_000])
 def test_max_per_group_matches_the_reference(max_per_group):
     generator = seeded(20)

@@ -132,6 +132,32 @@ def test_scaled_and_flipped_tiles_match_the_composition(scale, flip):
     assert_same_detections(run_merge(case, max_per_image=200), reference_merge(case, max_per_image=200))
 
 
+PER_BOX = ("boxes", "scores", "labels", "tile_index")
+
+
+def test_rows_in_any_order_match_the_composition():
+    """Shuffled rows: no runs of one tile, images and classes interleaved."""
+    case = workload_case(num_images=3, num_classes=3, seed=9)
+    order = torch.randperm(len(case["boxes"]), generator=torch.Generator().manual_seed(9))
+    shuffled = {name: value[order] if name in PER_BOX else value for name, value in case.items()}
+    expected = reference_merge(shuffled, max_per_image=300)
+    assert_same_detections(run_merge(shuffled, max_per_image=300), expected)
+
+
+@pytest.mark.parametrize(
+    ("box_dtype", "score_dtype"), [(torch.float64, torch.float64), (torch.float32, torch.float16)]
+)
+def test_float64_and_float16_inputs_match_the_composition(box_dtype, score_dtype):
+    case = workload_case(num_images=2, num_classes=2, seed=6, scale=1.5, flip=True)
+    for name in ("boxes", "tiles", "tile_scales", "image_sizes"):
+        case[name] = case[name].to(box_dtype)
+    case["scores"] = case["scores"].to(score_dtype)
+    options = dict(score_threshold=0.3, max_per_image=200)
+    assert_same_detections(
+        run_merge(case, **options), reference_merge(case, nms=reference_batched_nms, **options)
+    )
+
+
 def test_flip_and_scale_are_undone_exactly():
     case = workload_case(num_images=1, seed=5, scale=2.0, flip=True)
     plain = workload_case(num_images=1, seed=5)

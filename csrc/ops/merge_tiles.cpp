@@ -17,7 +17,9 @@ void check_tensor(const at::Tensor& t, const char* name, int64_t dim, int64_t ro
   }
 }
 
-void check_args(const MergeTilesInput& in, const MergeTilesOptions& options) {
+}  // namespace
+
+void check_merge_tiles_args(const MergeTilesInput& in, const MergeTilesOptions& options) {
   const int64_t n = in.boxes.size(0);
   TORCH_CHECK_VALUE(
       in.boxes.dim() == 2 && in.boxes.size(1) == 4, "merge_tiles: boxes must have shape [N, 4], got ", in.boxes.sizes());
@@ -72,6 +74,23 @@ void check_args(const MergeTilesInput& in, const MergeTilesOptions& options) {
       num_tiles, " tiles and ", num_images, " images");
 }
 
+void check_merge_tiles_facts(const MergeTilesFacts& facts, int64_t num_tiles, int64_t num_images) {
+  TORCH_CHECK_VALUE(facts.boxes_finite, "merge_tiles: boxes must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(facts.scores_finite, "merge_tiles: scores must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(facts.labels_nonnegative, "merge_tiles: labels must be >= 0");
+  TORCH_CHECK_VALUE(facts.tile_index_in_range, "merge_tiles: tile_index must be in [0, ", num_tiles, ") (rows of tiles)");
+  TORCH_CHECK_VALUE(facts.tile_image_in_range, "merge_tiles: tile_image must be in [0, ", num_images, ") (rows of image_sizes)");
+  TORCH_CHECK_VALUE(facts.tiles_valid, "merge_tiles: tiles must be finite with x2 > x1 and y2 > y1");
+  TORCH_CHECK_VALUE(facts.tile_scales_valid, "merge_tiles: tile_scales must be finite and > 0");
+  TORCH_CHECK_VALUE(facts.image_sizes_valid, "merge_tiles: image_sizes must be finite and > 0");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_merge_result(const MergeTilesInput& in) {
+  return {in.boxes.new_empty({0, 4}), in.scores.new_empty({0}), in.labels.new_empty({0}), in.labels.new_empty({0})};
+}
+
+namespace {
+
 // The checks that read the data, in one host sync (a copy of a few flags on CUDA); returns the number of
 // classes (1 + the largest label).
 int64_t check_values(const MergeTilesInput& in) {
@@ -92,14 +111,9 @@ int64_t check_values(const MergeTilesInput& in) {
                                      })
                                .cpu();
   const int64_t* fact = facts.data_ptr<int64_t>();
-  TORCH_CHECK_VALUE(fact[0] == 1, "merge_tiles: boxes must be finite (found NaN or inf)");
-  TORCH_CHECK_VALUE(fact[1] == 1, "merge_tiles: scores must be finite (found NaN or inf)");
-  TORCH_CHECK_VALUE(fact[2] == 1, "merge_tiles: labels must be >= 0");
-  TORCH_CHECK_VALUE(fact[4] == 1, "merge_tiles: tile_index must be in [0, ", num_tiles, ") (rows of tiles)");
-  TORCH_CHECK_VALUE(fact[5] == 1, "merge_tiles: tile_image must be in [0, ", num_images, ") (rows of image_sizes)");
-  TORCH_CHECK_VALUE(fact[6] == 1, "merge_tiles: tiles must be finite with x2 > x1 and y2 > y1");
-  TORCH_CHECK_VALUE(fact[7] == 1, "merge_tiles: tile_scales must be finite and > 0");
-  TORCH_CHECK_VALUE(fact[8] == 1, "merge_tiles: image_sizes must be finite and > 0");
+  check_merge_tiles_facts({fact[0] == 1, fact[1] == 1, fact[2] == 1, fact[4] == 1, fact[5] == 1, fact[6] == 1,
+                           fact[7] == 1, fact[8] == 1},
+                          num_tiles, num_images);
   return fact[3];
 }
 
@@ -130,10 +144,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_with(
     const MergeTilesInput& in,
     const MergeTilesOptions& options,
     const MergeTilesKernels& kernels) {
-  check_args(in, options);
+  check_merge_tiles_args(in, options);
   const int64_t n = in.boxes.size(0);
   if (n == 0) {
-    return {in.boxes.new_empty({0, 4}), in.scores.new_empty({0}), in.labels.new_empty({0}), in.labels.new_empty({0})};
+    return empty_merge_result(in);
   }
   const int64_t num_classes = check_values(in);
 

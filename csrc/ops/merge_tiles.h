@@ -1,5 +1,6 @@
-// The merge of tiled detections: argument checks and the device-generic steps, shared by the CPU and CUDA
-// implementations, which supply the two per-box kernels.
+// The merge of tiled detections: the argument checks shared by the CPU and CUDA implementations, and the
+// device-generic steps (tensor operations around two per-box kernels) that the CUDA one runs; the CPU one
+// fuses them per image (cpu/merge_tiles_kernel.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -31,7 +32,28 @@ struct MergeTilesOptions {
   double truncated_factor;
 };
 
-// What each backend implements. All tensors on the input's device, boxes in compute type T of `boxes`.
+// Checks of shapes, dtypes, devices and options: ValueError naming the argument.
+void check_merge_tiles_args(const MergeTilesInput& input, const MergeTilesOptions& options);
+
+// What the checks that read the data found (each true unless a check found otherwise).
+struct MergeTilesFacts {
+  bool boxes_finite = true;
+  bool scores_finite = true;
+  bool labels_nonnegative = true;
+  bool tile_index_in_range = true;
+  bool tile_image_in_range = true;
+  bool tiles_valid = true;        // finite, x2 > x1 and y2 > y1
+  bool tile_scales_valid = true;  // finite and > 0
+  bool image_sizes_valid = true;  // finite and > 0
+};
+
+// ValueError naming the first bad argument.
+void check_merge_tiles_facts(const MergeTilesFacts& facts, int64_t num_tiles, int64_t num_images);
+
+// The result of a merge without boxes.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_merge_result(const MergeTilesInput& input);
+
+// What each backend of merge_tiles_with implements. All tensors on the input's device, boxes in compute type T of `boxes`.
 struct MergeTilesKernels {
   // Image-coordinate boxes [N, 4] (unflipped, unscaled, shifted, clipped) and "cut by an internal tile
   // border" flags [N] bool.

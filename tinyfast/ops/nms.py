@@ -29,8 +29,9 @@ def batched_nms(
 
     - ties in score are ordered deterministically: the lower index first, both for suppression and output;
     - ``max_per_group`` keeps at most that many boxes per group (the first ones after suppression);
-    - the work is proportional to the pairs of boxes that overlap, not to N^2: boxes are swept by x1
-      within each group and only boxes whose x ranges meet are compared.
+    - the work is proportional to the pairs of boxes that overlap, not to N^2: on the CPU each group is
+      ranked by a radix sort of its scores and a box is compared only with the kept boxes of the grid cells
+      it covers; on the GPU boxes are swept by x1 and only boxes whose x ranges meet are compared.
 
     Boxes with ``x2 <= x1`` or ``y2 <= y1`` have zero (or, as torchvision computes it, negative) area:
     they never suppress and are never suppressed. float16 and bfloat16 boxes are computed in float32,
