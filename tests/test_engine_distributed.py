@@ -98,7 +98,8 @@ def test_two_processes_train_as_one_with_the_doubled_batch_and_evaluate_as_one(
     )
     for key, value in one_weights.items():
         torch.testing.assert_close(two_weights[key], value, rtol=1e-3, atol=3e-5)  # sums in another order
-    assert "1 images -> lr 0.005" in (two / "train.log").read_text()
+    scaled_lr = config["train"]["lr"] * 2 * 1 / config["train"]["reference_batch"]  # 2 processes x 1 image
+    assert f"1 images -> lr {scaled_lr:g}" in (two / "train.log").read_text()
     assert "2 process(es)" in (two / "train.log").read_text()
 
     # The same checkpoint evaluated by this process alone, with one thread as each torchrun process had.
