@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from cuda_marks import cuda_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops.boxes import _batched_nms_vanilla
@@ -551,15 +552,6 @@ def test_cuda_available_in_build_is_a_bool():
 # ---------------------------------------------------------------------------------------------------------
 # CUDA against CPU
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cuda_test(function):
-    function = pytest.mark.skipif(
-        torch.cuda.is_available() and not cuda_available_in_build(),
-        reason="tinyfast built without CUDA kernels",
-    )(function)
-    function = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(function)
-    return pytest.mark.cuda(function)
 
 
 def assert_cuda_matches_cpu(boxes, scores, idxs, iou_threshold, max_per_group=None):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from cuda_marks import cuda_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,7 @@ from bench.fcos_reference import (
     fcos_points,
     tiny_person_fcos,
 )
-from tinyfast.ops import cuda_available_in_build, fcos_targets
+from tinyfast.ops import fcos_targets
 
 SETTINGS = [
     pytest.param(1.5, True, id="center1.5-norm"),
@@ -401,15 +402,6 @@ def test_the_op_checks_its_arguments_too():
 # ---------------------------------------------------------------------------------------------------------
 # CUDA against CPU (bit-identical: the same rules, the same float operations)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cuda_test(function):
-    function = pytest.mark.skipif(
-        torch.cuda.is_available() and not cuda_available_in_build(),
-        reason="tinyfast was built without its CUDA kernels",
-    )(function)
-    function = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(function)
-    return pytest.mark.cuda(function)
 
 
 def to_cuda(arguments):

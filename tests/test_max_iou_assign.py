@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from cuda_marks import cuda_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,7 @@ from bench.assign_reference import (
     retinanet_anchors,
     tiny_person_retinanet,
 )
-from tinyfast.ops import cuda_available_in_build, max_iou_assign
+from tinyfast.ops import max_iou_assign
 
 # (pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all): RetinaNet, RPN, the R-CNN stage, and
 # low-quality matching with one box per GT.
@@ -435,15 +436,6 @@ def test_the_op_checks_its_arguments_too():
 # ---------------------------------------------------------------------------------------------------------
 # CUDA against CPU and the reference (bit-identical: the same rules, the same float operations)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cuda_test(function):
-    function = pytest.mark.skipif(
-        torch.cuda.is_available() and not cuda_available_in_build(),
-        reason="tinyfast was built without its CUDA kernels",
-    )(function)
-    function = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(function)
-    return pytest.mark.cuda(function)
 
 
 def to_cuda(values):

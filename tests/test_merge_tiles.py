@@ -2,16 +2,12 @@
 
 import pytest
 import torch
+from cuda_marks import cuda_test
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from bench.workload import tiny_person_merge
 from tests.test_batched_nms import reference_batched_nms
-from tinyfast.ops import cuda_available_in_build, merge_tiles
-
-cuda = pytest.mark.skipif(
-    not (torch.cuda.is_available() and cuda_available_in_build()),
-    reason="needs a CUDA device and tinyfast built with CUDA kernels",
-)
+from tinyfast.ops import merge_tiles
 
 # ---------------------------------------------------------------------------------------------------------
 # The reference composition and data
@@ -322,8 +318,7 @@ def test_opcheck():
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.cuda
-@cuda
+@cuda_test
 @pytest.mark.parametrize("truncated", ["keep", "downweight", "drop"])
 @pytest.mark.parametrize("class_agnostic", [False, True])
 def test_cuda_matches_cpu(truncated, class_agnostic):
@@ -334,8 +329,7 @@ def test_cuda_matches_cpu(truncated, class_agnostic):
     assert_same_detections(on_gpu, run_merge(case, **options))
 
 
-@pytest.mark.cuda
-@cuda
+@cuda_test
 def test_cuda_inputs_without_scales_and_flips_get_the_defaults_on_their_device():
     case = workload_case(num_images=2, seed=8)
     names = ("boxes", "scores", "labels", "tile_index", "tiles", "tile_image", "image_sizes")

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from cuda_marks import cuda_test
 
 from tinyfast.modeling import AdapRetinaNet, FasterFPN, FasterFPNConfig, RetinaNetConfig
-from tinyfast.ops import cuda_available_in_build, max_iou_assign
+from tinyfast.ops import max_iou_assign
 from tinyfast.tiling import TileSettings
 
 HEIGHT, WIDTH = 64, 96
@@ -267,10 +268,7 @@ def test_faster_fpn_needs_the_five_fpn_levels():
         FasterFPN(dataclasses.replace(FasterFPNConfig(**SMALL), strides=(4, 8, 16, 32)))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or not cuda_available_in_build(), reason="needs a CUDA device and kernels"
-)
+@cuda_test
 @pytest.mark.parametrize("build", [retinanet, faster_fpn])
 def test_on_the_gpu_training_and_detection_match_the_cpu(build, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

@@ -3,10 +3,10 @@ import warnings
 
 import pytest
 import torch
+from cuda_marks import cuda_test
 
 from tinyfast.modeling import AdapFCOS, FCOSConfig, ResNetFPN
 from tinyfast.modeling.backbone import local_imagenet_weights
-from tinyfast.ops import cuda_available_in_build
 
 
 def small_config(**overrides) -> FCOSConfig:
@@ -88,10 +88,7 @@ def test_under_autocast_the_losses_are_float32_and_close_to_float32_training():
     assert torch.isfinite(model.head.cls_logits.weight.grad).all()
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or not cuda_available_in_build(), reason="needs a CUDA device and kernels"
-)
+@cuda_test
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
 def test_a_training_step_on_the_gpu_matches_the_cpu_within_its_precision(dtype):
     torch.manual_seed(0)

@@ -28,18 +28,8 @@ void check_box_set(const at::Tensor& boxes, const char* boxes_name, const at::Te
       boxes_name);
 }
 
-void check_args(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    double ignore_iof,
-    at::ScalarType compute_type) {
+void check_args(const MaxIouAssignInput& in, const MaxIouAssignOptions& options, at::ScalarType compute_type) {
+  const auto& [boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts] = in;
   check_box_set(boxes, "boxes", box_counts, "box_counts");
   check_box_set(gt_boxes, "gt_boxes", gt_counts, "gt_counts");
   check_box_set(ignore_boxes, "ignore_boxes", ignore_counts, "ignore_counts");
@@ -55,10 +45,10 @@ void check_args(
       "max_iou_assign: boxes, gt_boxes, ignore_boxes and their counts must be on one device, got ", device, ", ",
       gt_boxes.device(), " and ", ignore_boxes.device(), " (counts: ", box_counts.device(), ", ",
       gt_counts.device(), ", ", ignore_counts.device(), ")");
-  TORCH_CHECK_VALUE(!std::isnan(pos_iou), "max_iou_assign: pos_iou must not be NaN");
-  TORCH_CHECK_VALUE(!std::isnan(neg_iou), "max_iou_assign: neg_iou must not be NaN");
-  TORCH_CHECK_VALUE(!std::isnan(min_pos_iou), "max_iou_assign: min_pos_iou must not be NaN");
-  TORCH_CHECK_VALUE(!std::isnan(ignore_iof), "max_iou_assign: ignore_iof must not be NaN");
+  TORCH_CHECK_VALUE(!std::isnan(options.pos_iou), "max_iou_assign: pos_iou must not be NaN");
+  TORCH_CHECK_VALUE(!std::isnan(options.neg_iou), "max_iou_assign: neg_iou must not be NaN");
+  TORCH_CHECK_VALUE(!std::isnan(options.min_pos_iou), "max_iou_assign: min_pos_iou must not be NaN");
+  TORCH_CHECK_VALUE(!std::isnan(options.ignore_iof), "max_iou_assign: ignore_iof must not be NaN");
 
   // The checks of values: one host sync on a GPU. An area that overflows the compute type would make IoUs
   // NaN, which no threshold or maximum can order.
@@ -105,29 +95,21 @@ at::Tensor starts_of(const at::Tensor& counts) {
   return at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)}).contiguous();
 }
 
+// `in`'s boxes in the compute type T, contiguous.
 template <typename T>
 void run(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    bool low_quality,
-    bool gt_max_assign_all,
-    double ignore_iof,
+    const MaxIouAssignInput& in,
+    const MaxIouAssignOptions& options,
     at::Tensor& assigned_gt,
     at::Tensor& max_iou,
     AssignPasses<T> passes) {
+  const auto& [boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts] = in;
   const at::Tensor box_starts = starts_of(box_counts);
   const at::Tensor gt_starts = starts_of(gt_counts);
   const at::Tensor ignore_starts = starts_of(ignore_counts);
   const BoxBuckets gt_buckets = bucket_boxes(gt_boxes, gt_counts, kMaxCellsPerGt);
   // mmdetection ignores boxes only for ignore_iof_thr > 0.
-  const bool use_ignore = ignore_iof > 0 && ignore_boxes.size(0) > 0;
+  const bool use_ignore = options.ignore_iof > 0 && ignore_boxes.size(0) > 0;
   const BoxBuckets ignore_buckets = use_ignore ? bucket_boxes(ignore_boxes, ignore_counts, kMaxCellsPerGt) : BoxBuckets{};
   at::Tensor gt_max_iou = at::zeros({gt_boxes.size(0)}, gt_boxes.options());
   at::Tensor gt_argmax = at::full({gt_boxes.size(0)}, std::numeric_limits<int64_t>::max(), gt_counts.options());
@@ -147,20 +129,20 @@ void run(
     problem.ignore_grid = grid_view<T>(ignore_buckets);
   }
   problem.use_ignore = use_ignore;
-  problem.pos_iou = static_cast<T>(pos_iou);
-  problem.neg_iou = static_cast<T>(neg_iou);
-  problem.min_pos_iou = static_cast<T>(min_pos_iou);
-  problem.ignore_iof = static_cast<T>(ignore_iof);
-  problem.low_quality = low_quality;
-  problem.gt_max_assign_all = gt_max_assign_all;
+  problem.pos_iou = static_cast<T>(options.pos_iou);
+  problem.neg_iou = static_cast<T>(options.neg_iou);
+  problem.min_pos_iou = static_cast<T>(options.min_pos_iou);
+  problem.ignore_iof = static_cast<T>(options.ignore_iof);
+  problem.low_quality = options.low_quality;
+  problem.gt_max_assign_all = options.gt_max_assign_all;
   problem.assigned_gt = assigned_gt.data_ptr<int64_t>();
   problem.max_iou = max_iou.data_ptr<T>();
   problem.gt_max_iou = gt_max_iou.data_ptr<T>();
   problem.gt_argmax = gt_argmax.data_ptr<int64_t>();
 
   passes.first(problem);
-  if (low_quality) {
-    if (!gt_max_assign_all) {
+  if (options.low_quality) {
+    if (!options.gt_max_assign_all) {
       passes.argmax(problem);
     }
     passes.low_quality(problem);
@@ -170,44 +152,29 @@ void run(
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> max_iou_assign_with(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    bool low_quality,
-    bool gt_max_assign_all,
-    double ignore_iof,
+    const MaxIouAssignInput& in,
+    const MaxIouAssignOptions& options,
     AssignPasses<float> float_passes,
     AssignPasses<double> double_passes) {
-  const bool use_double = boxes.scalar_type() == at::kDouble || gt_boxes.scalar_type() == at::kDouble ||
-      ignore_boxes.scalar_type() == at::kDouble;
+  const bool use_double = in.boxes.scalar_type() == at::kDouble || in.gt_boxes.scalar_type() == at::kDouble ||
+      in.ignore_boxes.scalar_type() == at::kDouble;
   const auto compute_type = use_double ? at::kDouble : at::kFloat;
-  check_args(
-      boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts, pos_iou, neg_iou, min_pos_iou,
-      ignore_iof, compute_type);
-  const int64_t num_boxes = boxes.size(0);
-  at::Tensor assigned_gt = at::full({num_boxes}, kAssignNegative, box_counts.options());
-  at::Tensor max_iou = at::zeros({num_boxes}, boxes.options().dtype(compute_type));
-  if (num_boxes > 0 && gt_boxes.size(0) > 0) {
-    const at::Tensor boxes_c = boxes.to(compute_type).contiguous();
-    const at::Tensor gts_c = gt_boxes.to(compute_type).contiguous();
-    const at::Tensor ignores_c = ignore_boxes.to(compute_type).contiguous();
+  check_args(in, options, compute_type);
+  const int64_t num_boxes = in.boxes.size(0);
+  at::Tensor assigned_gt = at::full({num_boxes}, kAssignNegative, in.box_counts.options());
+  at::Tensor max_iou = at::zeros({num_boxes}, in.boxes.options().dtype(compute_type));
+  if (num_boxes > 0 && in.gt_boxes.size(0) > 0) {
+    const at::Tensor boxes_c = in.boxes.to(compute_type).contiguous();
+    const at::Tensor gts_c = in.gt_boxes.to(compute_type).contiguous();
+    const at::Tensor ignores_c = in.ignore_boxes.to(compute_type).contiguous();
+    const MaxIouAssignInput converted{boxes_c, in.box_counts, gts_c, in.gt_counts, ignores_c, in.ignore_counts};
     if (use_double) {
-      run<double>(
-          boxes_c, box_counts, gts_c, gt_counts, ignores_c, ignore_counts, pos_iou, neg_iou, min_pos_iou,
-          low_quality, gt_max_assign_all, ignore_iof, assigned_gt, max_iou, double_passes);
+      run<double>(converted, options, assigned_gt, max_iou, double_passes);
     } else {
-      run<float>(
-          boxes_c, box_counts, gts_c, gt_counts, ignores_c, ignore_counts, pos_iou, neg_iou, min_pos_iou,
-          low_quality, gt_max_assign_all, ignore_iof, assigned_gt, max_iou, float_passes);
+      run<float>(converted, options, assigned_gt, max_iou, float_passes);
     }
   }
-  return {assigned_gt, max_iou.to(boxes.scalar_type())};
+  return {assigned_gt, max_iou.to(in.boxes.scalar_type())};
 }
 
 }  // namespace tinyfast

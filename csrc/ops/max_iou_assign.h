@@ -18,19 +18,28 @@ struct AssignPasses {
   void (*low_quality)(const AssignProblem<T>& problem);
 };
 
+// The op's arguments as its schema lists them (tinyfast.ops.max_iou_assign documents them).
+struct MaxIouAssignInput {
+  const at::Tensor& boxes;          // [N, 4], the boxes of image 0, then of image 1, ...
+  const at::Tensor& box_counts;     // [B] int64
+  const at::Tensor& gt_boxes;       // [G, 4]
+  const at::Tensor& gt_counts;      // [B] int64
+  const at::Tensor& ignore_boxes;   // [I, 4]
+  const at::Tensor& ignore_counts;  // [B] int64
+};
+
+struct MaxIouAssignOptions {
+  double pos_iou;
+  double neg_iou;
+  double min_pos_iou;
+  bool low_quality;
+  bool gt_max_assign_all;
+  double ignore_iof;
+};
+
 std::tuple<at::Tensor, at::Tensor> max_iou_assign_with(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    bool low_quality,
-    bool gt_max_assign_all,
-    double ignore_iof,
+    const MaxIouAssignInput& input,
+    const MaxIouAssignOptions& options,
     AssignPasses<float> float_passes,
     AssignPasses<double> double_passes);
 

@@ -82,8 +82,9 @@ std::tuple<at::Tensor, at::Tensor> max_iou_assign_cpu(
     bool gt_max_assign_all,
     double ignore_iof) {
   return max_iou_assign_with(
-      boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts, pos_iou, neg_iou, min_pos_iou,
-      low_quality, gt_max_assign_all, ignore_iof, cpu_passes<float>(), cpu_passes<double>());
+      {boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts},
+      {pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all, ignore_iof}, cpu_passes<float>(),
+      cpu_passes<double>());
 }
 
 }  // namespace

@@ -49,8 +49,9 @@ std::tuple<at::Tensor, at::Tensor> max_iou_assign_cuda(
     double ignore_iof) {
   const c10::cuda::CUDAGuard device_guard(boxes.device());
   return max_iou_assign_with(
-      boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts, pos_iou, neg_iou, min_pos_iou,
-      low_quality, gt_max_assign_all, ignore_iof, cuda_passes<float>(), cuda_passes<double>());
+      {boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts},
+      {pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all, ignore_iof}, cuda_passes<float>(),
+      cuda_passes<double>());
 }
 
 }  // namespace
