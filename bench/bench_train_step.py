@@ -49,7 +49,7 @@ class Family:
 FAMILIES = [
     Family(
         "FCOS",
-        lambda: AdapFCOS(FCOSConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)),
+        lambda: AdapFCOS(FCOSConfig(backbone="resnet50", pretrained=False, backbone_norm="batch", frozen_stages=-1)),
         lambda height, width: torchvision.models.detection.fcos_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
         ),
@@ -57,7 +57,7 @@ FAMILIES = [
     Family(
         "RetinaNet",
         lambda: AdapRetinaNet(
-            RetinaNetConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)
+            RetinaNetConfig(backbone="resnet50", pretrained=False, backbone_norm="batch", frozen_stages=-1)
         ),
         lambda height, width: torchvision.models.detection.retinanet_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
@@ -66,7 +66,7 @@ FAMILIES = [
     Family(
         "FasterRCNN",
         lambda: FasterFPN(
-            FasterFPNConfig(depth=50, pretrained=False, backbone_norm="batch", frozen_stages=-1)
+            FasterFPNConfig(backbone="resnet50", pretrained=False, backbone_norm="batch", frozen_stages=-1)
         ),
         lambda height, width: torchvision.models.detection.fasterrcnn_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width

@@ -15,7 +15,7 @@ from tinyfast.ops import max_iou_assign
 from tinyfast.tiling import TileSettings
 
 HEIGHT, WIDTH = 64, 96
-SMALL = dict(depth=18, pretrained=False, backbone_norm="group", frozen_stages=-1, channels=16)
+SMALL = dict(backbone="resnet18", pretrained=False, backbone_norm="group", frozen_stages=-1, channels=16)
 
 
 def retinanet(**overrides) -> AdapRetinaNet:
@@ -266,6 +266,19 @@ def test_rpn_proposals_equal_a_plain_reference():
 def test_faster_fpn_needs_the_five_fpn_levels():
     with pytest.raises(ValueError, match="strides"):
         FasterFPN(dataclasses.replace(FasterFPNConfig(**SMALL), strides=(4, 8, 16, 32)))
+
+
+def test_retinanet_on_three_levels_trains_and_detects():
+    torch.manual_seed(0)
+    model = retinanet(strides=(4, 8, 16)).train()
+    assert len(model.backbone.stages) == 3
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, HEIGHT, WIDTH)
+    losses = model(images, [tiny_persons(generator), tiny_persons(generator)])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    found = model.eval()(images)
+    assert len(found) == 2 and all(f["boxes"].shape[1] == 4 for f in found)
 
 
 @cuda_test

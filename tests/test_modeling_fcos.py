@@ -1,17 +1,18 @@
 import copy
+import math
 import warnings
 
 import pytest
 import torch
 from cuda_marks import cuda_test
 
-from tinyfast.modeling import AdapFCOS, FCOSConfig, ResNetFPN
+from tinyfast.modeling import AdapFCOS, BackboneFPN, FCOSConfig
 from tinyfast.modeling.backbone import local_imagenet_weights
 
 
 def small_config(**overrides) -> FCOSConfig:
     settings = dict(
-        depth=18,
+        backbone="resnet18",
         pretrained=False,
         backbone_norm="group",
         frozen_stages=-1,
@@ -31,7 +32,7 @@ def tiny_persons(generator, count=6, height=128, width=160):
 
 
 def test_backbone_gives_p2_to_p6_and_freezes_the_stem_and_first_stage():
-    backbone = ResNetFPN(depth=18, out_channels=32, pretrained=False)
+    backbone = BackboneFPN("resnet18", out_channels=32, pretrained=False)
     features = backbone(torch.zeros(1, 3, 128, 160))
     assert [tuple(f.shape) for f in features] == [
         (1, 32, 32, 40),
@@ -45,13 +46,53 @@ def test_backbone_gives_p2_to_p6_and_freezes_the_stem_and_first_stage():
     assert all(p.requires_grad for p in backbone.stages[1].parameters())
 
 
+@pytest.mark.parametrize("name", ["resnet18", "regnet_y_400mf", "regnet_x_400mf"])
+def test_fewer_levels_stop_the_network_at_the_stage_the_last_level_needs(name):
+    full = BackboneFPN(name, out_channels=16, pretrained=False, norm="group")
+    three = BackboneFPN(name, out_channels=16, pretrained=False, norm="group", num_levels=3)
+    images = torch.zeros(2, 3, 128, 160)
+    assert [tuple(f.shape) for f in full(images)] == [(2, 16, 128 // s, 160 // s) for s in (4, 8, 16, 32)] + [
+        (2, 16, 2, 3)
+    ]
+    assert [tuple(f.shape) for f in three(images)] == [(2, 16, 128 // s, 160 // s) for s in (4, 8, 16)]
+    assert len(three.stages) == 3
+    assert sum(p.numel() for p in three.parameters()) < sum(p.numel() for p in full.parameters()) / 2
+
+
+def test_bad_backbone_settings_name_the_setting():
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        BackboneFPN("resnet19", pretrained=False)
+    with pytest.raises(ValueError, match="num_levels"):
+        BackboneFPN("resnet18", pretrained=False, num_levels=6)
+    with pytest.raises(ValueError, match="strides must be the first levels"):
+        AdapFCOS(small_config(strides=(8, 16, 32)))
+    with pytest.raises(ValueError, match="regress_ranges must have one"):
+        AdapFCOS(small_config(strides=(4, 8, 16)))
+
+
+def test_fcos_on_three_levels_trains_and_detects():
+    torch.manual_seed(0)
+    config = small_config(
+        backbone="regnet_y_400mf", strides=(4, 8, 16), regress_ranges=((-1, 16), (16, 32), (32, math.inf))
+    )
+    model = AdapFCOS(config).train()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 128, 160)
+    losses = model(images, [tiny_persons(generator), tiny_persons(generator)])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    found = model.eval()(images)
+    assert len(found) == 2 and all(f["boxes"].shape[1] == 4 for f in found)
+
+
 def test_missing_pretrained_weights_warn_and_fall_back_to_random_init(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.warns(UserWarning, match="random initialisation"):
-        assert local_imagenet_weights(18) is None
+        assert local_imagenet_weights("resnet18") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ResNetFPN(depth=18, pretrained=False)
+        BackboneFPN("resnet18", pretrained=False)
 
 
 def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():

@@ -1,6 +1,6 @@
 """Detectors of tinyfast: backbones, heads and losses (data, evaluation and the engine live elsewhere)."""
 
-from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.faster_fpn import FasterFPN, FasterFPNConfig
 from tinyfast.modeling.fcos import AdapFCOS, FCOSConfig
 from tinyfast.modeling.retinanet import AdapRetinaNet, RetinaNetConfig
@@ -20,6 +20,6 @@ __all__ = [
     "FCOSConfig",
     "FasterFPN",
     "FasterFPNConfig",
-    "ResNetFPN",
+    "BackboneFPN",
     "RetinaNetConfig",
 ]

@@ -1,17 +1,19 @@
-"""ResNet + FPN backbones of the TinyPerson detectors (protocol section 5).
+"""ResNet (or RegNet) + FPN backbones of the TinyPerson detectors (protocol section 5).
 
-The ResNet is torchvision's, with frozen BatchNorm (statistics and affine parameters fixed, as
+The network is torchvision's, with frozen BatchNorm (statistics and affine parameters fixed, as
 `norm_eval=True, requires_grad=False` in the reference) and its stem and first stage frozen
 (`frozen_stages=1`). Frozen BatchNorm only makes sense with pretrained statistics: a network trained from
 scratch (no ImageNet weights on the machine) needs `norm="batch"` or `"group"`, which are trained.
 
-The FPN starts at C2 (`start_level=0`) and adds P6 from an extra 3x3 stride-2 conv: on P5's output (FCOS,
-`add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`); or, without extra conv (Faster-FPN,
-`add_extra_convs=False`), by max-pooling P5 with stride 2 (`"max_pool"`).
+The FPN starts at C2 (`start_level=0`). With all five levels it adds P6 from an extra 3x3 stride-2 conv: on
+P5's output (FCOS, `add_extra_convs='on_output'`) or on C5 (RetinaNet, `'on_input'`); or, without extra conv
+(Faster-FPN, `add_extra_convs=False`), by max-pooling P5 with stride 2 (`"max_pool"`). With fewer levels the
+network stops at the stage the last one needs (3 levels: C2-C4, no C5): persons under 32 px never reach P5.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -24,35 +26,46 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-_WEIGHTS = {
-    18: models.ResNet18_Weights.IMAGENET1K_V1,
-    34: models.ResNet34_Weights.IMAGENET1K_V1,
-    50: models.ResNet50_Weights.IMAGENET1K_V1,
-    101: models.ResNet101_Weights.IMAGENET1K_V1,
+# torchvision constructors and the ImageNet weights that go with them (the reference's ResNets: V1).
+BACKBONES = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
+    "regnet_x_400mf": (models.regnet_x_400mf, models.RegNet_X_400MF_Weights.IMAGENET1K_V2),
+    "regnet_y_400mf": (models.regnet_y_400mf, models.RegNet_Y_400MF_Weights.IMAGENET1K_V2),
+    "regnet_y_800mf": (models.regnet_y_800mf, models.RegNet_Y_800MF_Weights.IMAGENET1K_V2),
 }
-_CONSTRUCTORS = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50, 101: models.resnet101}
 _NORMS = {
     "frozen": FrozenBatchNorm2d,
     "batch": nn.BatchNorm2d,
-    "group": lambda channels: nn.GroupNorm(32, channels),
+    "group": lambda channels: nn.GroupNorm(math.gcd(32, channels), channels),
 }
 
 
-def local_imagenet_weights(depth: int) -> models.WeightsEnum | None:
-    """torchvision's ImageNet weights for a ResNet of this depth if they are in the local torch hub cache.
+def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
+    """torchvision's ImageNet weights for backbone `name` if they are in the local torch hub cache.
 
     Nothing is downloaded: without the file the caller gets None and a warning saying where to put it.
     """
-    weights = _WEIGHTS[depth]
+    weights = BACKBONES[name][1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.is_file():
         return weights
     warnings.warn(
-        f"ImageNet weights for ResNet-{depth} are not in {cached.parent}: the backbone starts from random "
+        f"ImageNet weights for {name} are not in {cached.parent}: the backbone starts from random "
         f"initialisation. To use them, put {Path(weights.url).name} there (from {weights.url}).",
         stacklevel=2,
     )
     return None
+
+
+def _stem_and_stages(network: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+    """The stride-4 stem and the four stages (strides 4, 8, 16, 32) of a torchvision ResNet or RegNet."""
+    if isinstance(network, models.RegNet):
+        return network.stem, list(network.trunk_output.children())
+    stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
+    return stem, [network.layer1, network.layer2, network.layer3, network.layer4]
 
 
 class LastLevelP6(ExtraFPNBlock):
@@ -71,43 +84,56 @@ class LastLevelP6(ExtraFPNBlock):
         return results, names
 
 
-class ResNetFPN(nn.Module):
-    """Returns P2..P6 (strides 4, 8, 16, 32, 64), each with `out_channels` channels."""
+def check_level_strides(strides: tuple[int, ...]) -> None:
+    """A detector's `strides` must be the FPN's first levels: (4, 8, 16), (4, 8, 16, 32, 64), ..."""
+    if tuple(strides) != BackboneFPN.strides[: len(strides)] or not strides:
+        raise ValueError(
+            f"strides must be the first levels of {list(BackboneFPN.strides)} (P2 first), got {list(strides)}"
+        )
+
+
+class BackboneFPN(nn.Module):
+    """Returns `num_levels` FPN maps, P2 first (strides 4, 8, 16, 32, 64), each with `out_channels` channels."""
 
     strides = (4, 8, 16, 32, 64)
 
     def __init__(
         self,
-        depth: int = 50,
+        name: str = "resnet50",
         out_channels: int = 256,
         extra_source: Literal["on_output", "on_input", "max_pool"] = "on_output",
         pretrained: bool = True,
         frozen_stages: int = 1,
         norm: Literal["frozen", "batch", "group"] = "frozen",
+        num_levels: int = 5,
     ):
         super().__init__()
-        if depth not in _CONSTRUCTORS:
-            raise ValueError(f"depth must be one of {sorted(_CONSTRUCTORS)}, got {depth}")
+        if name not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {name!r}")
         if norm not in _NORMS:
             raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
         if extra_source not in ("on_output", "on_input", "max_pool"):
             raise ValueError(
                 f"extra_source must be 'on_output', 'on_input' or 'max_pool', got {extra_source!r}"
             )
-        weights = local_imagenet_weights(depth) if pretrained else None
-        resnet = _CONSTRUCTORS[depth](weights=weights, norm_layer=_NORMS[norm])
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
-        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        if num_levels not in (1, 2, 3, 4, 5):
+            raise ValueError(f"num_levels must be 1 to 5 (P2 to P6), got {num_levels}")
+        constructor = BACKBONES[name][0]
+        weights = local_imagenet_weights(name) if pretrained else None
+        stem, stages = _stem_and_stages(constructor(weights=weights, norm_layer=_NORMS[norm]))
+        self.stem = stem
+        self.stages = nn.ModuleList(stages[:min(num_levels, 4)])
         # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
         for module in ([self.stem] if frozen_stages >= 0 else []) + list(
             self.stages[: max(frozen_stages, 0)]
         ):
             module.requires_grad_(False)
         stage_channels = [
-            stage[-1].conv3.out_channels if depth >= 50 else stage[-1].conv2.out_channels
-            for stage in self.stages
+            [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for stage in self.stages
         ]
-        if extra_source == "max_pool":
+        if num_levels < 5:
+            extra_block = None
+        elif extra_source == "max_pool":
             extra_block = LastLevelMaxPool()
         else:
             extra_in = out_channels if extra_source == "on_output" else stage_channels[-1]

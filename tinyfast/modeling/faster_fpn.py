@@ -24,7 +24,7 @@ from torchvision.ops.poolers import LevelMapper
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator
-from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.layers import flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
@@ -36,7 +36,7 @@ from tinyfast.tiling.detector import TileSettings
 @dataclass(frozen=True)
 class FasterFPNConfig:
     num_classes: int = 1
-    depth: int = 50
+    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
     pretrained: bool = True
     backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
     frozen_stages: int = 1
@@ -132,13 +132,15 @@ class FasterFPN(nn.Module):
         if len(config.strides) != 5:
             raise ValueError(f"FasterFPN: strides must name the 5 levels P2-P6, got {list(config.strides)}")
         self.config = config
-        self.backbone = ResNetFPN(
-            config.depth,
+        check_level_strides(config.strides)
+        self.backbone = BackboneFPN(
+            config.backbone,
             config.channels,
             "max_pool",
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
+            len(config.strides),
         )
         self.anchor_generator = AnchorGenerator(config.strides, config.anchor_scales, config.ratios)
         self.rpn_coder = DeltaBoxCoder()

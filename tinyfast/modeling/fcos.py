@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
-from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import fcos_targets
@@ -26,7 +26,7 @@ from tinyfast.tiling.detector import TileSettings
 @dataclass(frozen=True)
 class FCOSConfig:
     num_classes: int = 1
-    depth: int = 50
+    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
     pretrained: bool = True
     backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
     frozen_stages: int = 1
@@ -119,13 +119,20 @@ class AdapFCOS(nn.Module):
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
         self.config = config
-        self.backbone = ResNetFPN(
-            config.depth,
+        check_level_strides(config.strides)
+        if len(config.regress_ranges) != len(config.strides):
+            raise ValueError(
+                f"regress_ranges must have one (lo, hi) per level of strides {list(config.strides)}, "
+                f"got {len(config.regress_ranges)}"
+            )
+        self.backbone = BackboneFPN(
+            config.backbone,
             config.channels,
             "on_output",
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
+            len(config.strides),
         )
         self.head = FCOSHead(
             config.num_classes,

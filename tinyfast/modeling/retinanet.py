@@ -16,7 +16,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
-from tinyfast.modeling.backbone import ResNetFPN
+from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
@@ -27,7 +27,7 @@ from tinyfast.tiling.detector import TileSettings
 @dataclass(frozen=True)
 class RetinaNetConfig:
     num_classes: int = 1
-    depth: int = 50
+    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
     pretrained: bool = True
     backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
     frozen_stages: int = 1
@@ -77,13 +77,15 @@ class AdapRetinaNet(nn.Module):
     def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
         super().__init__()
         self.config = config
-        self.backbone = ResNetFPN(
-            config.depth,
+        check_level_strides(config.strides)
+        self.backbone = BackboneFPN(
+            config.backbone,
             config.channels,
             "on_input",
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
+            len(config.strides),
         )
         self.anchor_generator = AnchorGenerator(
             config.strides, octave_scales(config.octave_base_scale, config.scales_per_octave), config.ratios
