@@ -38,12 +38,13 @@ def data_overrides():
 @pytest.fixture
 def smoke_overrides(tiny_synthetic_set, tmp_path) -> list[str]:
     """Config overrides for training runs of a few iterations on the CPU: the tiny synthetic set, a
-    16-channel ResNet-18 FCOS on 160x128 cuts, 8 iterations, run folder `tmp_path / "run"`."""
+    16-channel ResNet-18 FCOS on every non-empty 160x128 cut, 8 iterations, run folder `tmp_path / "run"`."""
     return [
         f"run_dir={tmp_path / 'run'}",
         *_data_overrides(tiny_synthetic_set),
         "data.synthetic_preset=tiny",
         "data.sub_size=[160, 128]",
+        "data.min_objects_per_cut=1",
         "model.channels=16",
         "model.stacked_convs=1",
         "model.nms_pre=50",

@@ -74,6 +74,21 @@ def test_training_on_dense_images_when_asked(synthetic):
     assert sum(len(s.boxes) for s in extra) > 100
 
 
+def test_min_objects_leaves_out_the_items_with_fewer_persons(synthetic):
+    root, train = synthetic
+    every = TinyPersonDataset(train, root / "images", flip_prob=0.0, skip_dense=False)
+    counts = sorted(len(s.boxes) for s in every.samples)
+    threshold = counts[len(counts) // 2] + 1
+    crowded = TinyPersonDataset(train, root / "images", flip_prob=0.0, skip_dense=False, min_objects=threshold)
+    expected = [s.corner for s in every.samples if len(s.boxes) >= threshold]
+    assert 0 < len(crowded) < len(every) and [s.corner for s in crowded.samples] == expected
+    whole = TinyPersonDataset(train, root / "images", train=False)
+    assert len(TinyPersonDataset(train, root / "images", train=False, min_objects=0)) == len(whole)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="min_objects must be an int >= 0"):
+            TinyPersonDataset(train, root / "images", min_objects=bad)
+
+
 def test_corner_json_export_gives_the_same_items(synthetic, tmp_path):
     root, train = synthetic
     data = load_annotations(train)

@@ -11,7 +11,7 @@ from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, r
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
 from tinyfast.engine.evaluation import task_ground_truth
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import amp_dtype, build_model, train
+from tinyfast.engine.trainer import amp_dtype, build_model, train, train_dataset
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
 from tinyfast.tiling import TileSettings
 
@@ -30,6 +30,13 @@ def test_build_model_names_the_unknown_detector_or_setting():
         build_model({**config, "name": "yolo"})
     with pytest.raises(ValueError, match="model.regress_ranges is not a setting of adap_retinanet"):
         build_model({**config, "regress_ranges": [[-1, 16]]})
+
+
+def test_min_objects_per_cut_must_be_a_positive_int():
+    config = load_config(CONFIG_DIR / "fcos_synthetic.toml")["data"]
+    for bad in (0, 2.5, "10"):
+        with pytest.raises(ValueError, match="data.min_objects_per_cut must be an int >= 1"):
+            train_dataset({**config, "min_objects_per_cut": bad})
 
 
 def test_overrides_are_read_as_toml_values_and_typos_are_errors():

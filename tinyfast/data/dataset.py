@@ -39,7 +39,8 @@ class TinyPersonDataset(Dataset):
     `cut=True` cuts each full image into the reference's training sub-images (section 2 of the protocol)
     on the fly; a corner json (images with `corner`) is read as it is. With `train=True`, dense images are
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
-    images are flipped horizontally with probability 0.5.
+    images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes
+    (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
     """
 
@@ -57,6 +58,7 @@ class TinyPersonDataset(Dataset):
         keep_ratio: float = KEEP_RATIO,
         flip_prob: float | None = None,
         skip_dense: bool | None = None,
+        min_objects: int = 0,
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
     ):
@@ -83,6 +85,9 @@ class TinyPersonDataset(Dataset):
             self.samples = [self._sample(s.image, s.corner, s.annotations, s.erase_regions) for s in subs]
         else:
             self.samples = self._whole_samples(erase, skip_dense)
+        if not isinstance(min_objects, int) or isinstance(min_objects, bool) or min_objects < 0:
+            raise ValueError(f"min_objects must be an int >= 0, got {min_objects!r}")
+        self.samples = [sample for sample in self.samples if len(sample.boxes) >= min_objects]
         self._check_files()
 
     def _whole_samples(self, erase: bool, skip_dense: bool) -> list[Sample]:

@@ -79,6 +79,9 @@ def prepare_data(data_config: dict) -> None:
 
 
 def train_dataset(data_config: dict) -> TinyPersonDataset:
+    min_objects = data_config["min_objects_per_cut"]
+    if not isinstance(min_objects, int) or isinstance(min_objects, bool) or min_objects < 1:
+        raise ValueError(f"data.min_objects_per_cut must be an int >= 1, got {min_objects!r}")
     return TinyPersonDataset(
         data_config["train_annotations"],
         data_config["train_images"],
@@ -86,6 +89,7 @@ def train_dataset(data_config: dict) -> TinyPersonDataset:
         train=True,
         erase=data_config["erase"],
         skip_dense=data_config["skip_dense"],
+        min_objects=min_objects,
         sub_size=tuple(data_config["sub_size"]),
         normalization=data_config["normalization"],
     )
