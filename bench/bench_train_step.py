@@ -49,7 +49,9 @@ class Family:
 FAMILIES = [
     Family(
         "FCOS",
-        lambda: AdapFCOS(FCOSConfig(backbone="resnet50", pretrained=False, backbone_norm="batch", frozen_stages=-1)),
+        lambda: AdapFCOS(
+            FCOSConfig(backbone="resnet50", pretrained=False, backbone_norm="batch", frozen_stages=-1)
+        ),
         lambda height, width: torchvision.models.detection.fcos_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=2, min_size=height, max_size=width
         ),

@@ -79,7 +79,9 @@ def test_min_objects_leaves_out_the_items_with_fewer_persons(synthetic):
     every = TinyPersonDataset(train, root / "images", flip_prob=0.0, skip_dense=False)
     counts = sorted(len(s.boxes) for s in every.samples)
     threshold = counts[len(counts) // 2] + 1
-    crowded = TinyPersonDataset(train, root / "images", flip_prob=0.0, skip_dense=False, min_objects=threshold)
+    crowded = TinyPersonDataset(
+        train, root / "images", flip_prob=0.0, skip_dense=False, min_objects=threshold
+    )
     expected = [s.corner for s in every.samples if len(s.boxes) >= threshold]
     assert 0 < len(crowded) < len(every) and [s.corner for s in crowded.samples] == expected
     whole = TinyPersonDataset(train, root / "images", train=False)

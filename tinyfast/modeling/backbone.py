@@ -61,7 +61,7 @@ def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
 
 
 def _stem_and_stages(network: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
-    """The stride-4 stem and the four stages (strides 4, 8, 16, 32) of a torchvision ResNet or RegNet."""
+    """The stem and the four stages (outputs at strides 4, 8, 16, 32) of a torchvision ResNet or RegNet."""
     if isinstance(network, models.RegNet):
         return network.stem, list(network.trunk_output.children())
     stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
@@ -93,7 +93,7 @@ def check_level_strides(strides: tuple[int, ...]) -> None:
 
 
 class BackboneFPN(nn.Module):
-    """Returns `num_levels` FPN maps, P2 first (strides 4, 8, 16, 32, 64), each with `out_channels` channels."""
+    """`num_levels` FPN maps, P2 first (strides 4, 8, 16, 32, 64), each with `out_channels` channels."""
 
     strides = (4, 8, 16, 32, 64)
 
@@ -122,7 +122,7 @@ class BackboneFPN(nn.Module):
         weights = local_imagenet_weights(name) if pretrained else None
         stem, stages = _stem_and_stages(constructor(weights=weights, norm_layer=_NORMS[norm]))
         self.stem = stem
-        self.stages = nn.ModuleList(stages[:min(num_levels, 4)])
+        self.stages = nn.ModuleList(stages[: min(num_levels, 4)])
         # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
         for module in ([self.stem] if frozen_stages >= 0 else []) + list(
             self.stages[: max(frozen_stages, 0)]
