@@ -46,10 +46,10 @@ def test_backbone_gives_p2_to_p6_and_freezes_the_stem_and_first_stage():
     assert all(p.requires_grad for p in backbone.stages[1].parameters())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "regnet_y_400mf", "regnet_x_400mf"])
+@pytest.mark.parametrize("name", ["resnet18", "regnet_x_400mf", "regnet_y_400mf", "regnet_y_800mf"])
 def test_fewer_levels_stop_the_network_at_the_stage_the_last_level_needs(name):
     full = BackboneFPN(name, out_channels=16, pretrained=False, norm="group")
-    three = BackboneFPN(name, out_channels=16, pretrained=False, norm="group", num_levels=3)
+    three = BackboneFPN(name, out_channels=16, pretrained=False, norm="group", strides=(4, 8, 16))
     images = torch.zeros(2, 3, 128, 160)
     assert [tuple(f.shape) for f in full(images)] == [(2, 16, 128 // s, 160 // s) for s in (4, 8, 16, 32)] + [
         (2, 16, 2, 3)
@@ -62,10 +62,10 @@ def test_fewer_levels_stop_the_network_at_the_stage_the_last_level_needs(name):
 def test_bad_backbone_settings_name_the_setting():
     with pytest.raises(ValueError, match="backbone must be one of"):
         BackboneFPN("resnet19", pretrained=False)
-    with pytest.raises(ValueError, match="num_levels"):
-        BackboneFPN("resnet18", pretrained=False, num_levels=6)
     with pytest.raises(ValueError, match="strides must be the first levels"):
-        AdapFCOS(small_config(strides=(8, 16, 32)))
+        BackboneFPN("resnet18", pretrained=False, strides=(4, 8, 16, 32, 64, 128))
+    with pytest.raises(ValueError, match="strides must be the first levels"):
+        AdapFCOS(small_config(strides=(8, 16, 32), regress_ranges=((-1, 32), (32, 64), (64, math.inf))))
     with pytest.raises(ValueError, match="regress_ranges must have one"):
         AdapFCOS(small_config(strides=(4, 8, 16)))
 

@@ -84,18 +84,11 @@ class LastLevelP6(ExtraFPNBlock):
         return results, names
 
 
-def check_level_strides(strides: tuple[int, ...]) -> None:
-    """A detector's `strides` must be the FPN's first levels: (4, 8, 16), (4, 8, 16, 32, 64), ..."""
-    if tuple(strides) != BackboneFPN.strides[: len(strides)] or not strides:
-        raise ValueError(
-            f"strides must be the first levels of {list(BackboneFPN.strides)} (P2 first), got {list(strides)}"
-        )
-
-
 class BackboneFPN(nn.Module):
-    """`num_levels` FPN maps, P2 first (strides 4, 8, 16, 32, 64), each with `out_channels` channels."""
+    """One FPN map per entry of `strides`, P2 first, each with `out_channels` channels. `strides` must be the
+    first levels of (4, 8, 16, 32, 64): all five, or fewer, e.g. (4, 8, 16)."""
 
-    strides = (4, 8, 16, 32, 64)
+    all_strides = (4, 8, 16, 32, 64)
 
     def __init__(
         self,
@@ -105,7 +98,7 @@ class BackboneFPN(nn.Module):
         pretrained: bool = True,
         frozen_stages: int = 1,
         norm: Literal["frozen", "batch", "group"] = "frozen",
-        num_levels: int = 5,
+        strides: tuple[int, ...] = all_strides,
     ):
         super().__init__()
         if name not in BACKBONES:
@@ -116,12 +109,15 @@ class BackboneFPN(nn.Module):
             raise ValueError(
                 f"extra_source must be 'on_output', 'on_input' or 'max_pool', got {extra_source!r}"
             )
-        if num_levels not in (1, 2, 3, 4, 5):
-            raise ValueError(f"num_levels must be 1 to 5 (P2 to P6), got {num_levels}")
+        if not strides or tuple(strides) != self.all_strides[: len(strides)]:
+            first_levels = list(self.all_strides)
+            raise ValueError(
+                f"strides must be the first levels of {first_levels} (P2 first), got {list(strides)}"
+            )
+        num_levels = len(strides)
         constructor = BACKBONES[name][0]
         weights = local_imagenet_weights(name) if pretrained else None
-        stem, stages = _stem_and_stages(constructor(weights=weights, norm_layer=_NORMS[norm]))
-        self.stem = stem
+        self.stem, stages = _stem_and_stages(constructor(weights=weights, norm_layer=_NORMS[norm]))
         self.stages = nn.ModuleList(stages[: min(num_levels, 4)])
         # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
         for module in ([self.stem] if frozen_stages >= 0 else []) + list(

@@ -24,7 +24,7 @@ from torchvision.ops.poolers import LevelMapper
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator
-from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
+from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.layers import flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
@@ -132,7 +132,6 @@ class FasterFPN(nn.Module):
         if len(config.strides) != 5:
             raise ValueError(f"FasterFPN: strides must name the 5 levels P2-P6, got {list(config.strides)}")
         self.config = config
-        check_level_strides(config.strides)
         self.backbone = BackboneFPN(
             config.backbone,
             config.channels,
@@ -140,7 +139,7 @@ class FasterFPN(nn.Module):
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
-            len(config.strides),
+            config.strides,
         )
         self.anchor_generator = AnchorGenerator(config.strides, config.anchor_scales, config.ratios)
         self.rpn_coder = DeltaBoxCoder()

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
-from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
+from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import fcos_targets
@@ -119,7 +119,6 @@ class AdapFCOS(nn.Module):
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
         self.config = config
-        check_level_strides(config.strides)
         if len(config.regress_ranges) != len(config.strides):
             raise ValueError(
                 f"regress_ranges must have one (lo, hi) per level of strides {list(config.strides)}, "
@@ -132,7 +131,7 @@ class AdapFCOS(nn.Module):
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
-            len(config.strides),
+            config.strides,
         )
         self.head = FCOSHead(
             config.num_classes,

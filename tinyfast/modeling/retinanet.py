@@ -16,7 +16,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
-from tinyfast.modeling.backbone import BackboneFPN, check_level_strides
+from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
@@ -77,7 +77,6 @@ class AdapRetinaNet(nn.Module):
     def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
         super().__init__()
         self.config = config
-        check_level_strides(config.strides)
         self.backbone = BackboneFPN(
             config.backbone,
             config.channels,
@@ -85,7 +84,7 @@ class AdapRetinaNet(nn.Module):
             config.pretrained,
             config.frozen_stages,
             config.backbone_norm,
-            len(config.strides),
+            config.strides,
         )
         self.anchor_generator = AnchorGenerator(
             config.strides, octave_scales(config.octave_base_scale, config.scales_per_octave), config.ratios
