@@ -172,13 +172,13 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert test_cli.main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
+    assert test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"]) == 2
+    assert "argument --policy: invalid choice: 'sideways'" in capsys.readouterr().err
     assert train_cli.main([f"run_dir={tmp_path}", "--resume-from", str(tmp_path / "gone.pth")]) == 2
     assert "gone.pth does not exist" in capsys.readouterr().err
     assert not (tmp_path / "config.json").exists()  # stopped before anything else
-    with pytest.raises(SystemExit):
-        train_cli.main(["--resume", "--resume-from", "x.pth"])
+    assert train_cli.main(["--resume", "--resume-from", "x.pth"]) == 2
+    assert "not allowed with argument --resume" in capsys.readouterr().err
     other_model = tmp_path / "run" / "epoch_1.pth"
     other_model.parent.mkdir()
     save_checkpoint({"model": {"not_a_weight": torch.zeros(1)}}, other_model.parent, "epoch_1", 1)

@@ -6,31 +6,34 @@ Prints AP and AR at IoU 0.25/0.5/0.75 for every size range in the reference eval
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from tinyfast.evaluation import EvalParams, MissRateParams, evaluate, format_report
+from tinyfast.utils import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyfast.evaluate", description=__doc__.splitlines()[0])
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m tinyfast.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("gt", help="TinyPerson ground truth, COCO json")
     parser.add_argument("results", help="detections, COCO results json (image_id, category_id, bbox, score)")
-    parser.add_argument("--max-dets", type=int, default=1000, help="detections kept per image (default 1000)")
+    parser.add_argument(
+        "--max-dets", type=cli.positive_int, default=1000, help="detections kept per image (default 1000)"
+    )
     parser.add_argument(
         "--mr", action="store_true", help="also print the log-average miss rate per size setup"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     params = EvalParams.tinyperson(args.max_dets)
     mr_params = MissRateParams(max_dets=args.max_dets) if args.mr else None
-    try:
-        metrics = evaluate(args.gt, args.results, args.max_dets, miss_rate=args.mr)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    metrics = evaluate(args.gt, args.results, args.max_dets, miss_rate=args.mr)
     print(format_report(metrics, params, mr_params))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command; bad input or a failure is one line on stderr and exit code 2 or 1 (`tinyfast.utils.cli`)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

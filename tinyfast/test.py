@@ -7,7 +7,6 @@ the metrics next to the checkpoint (or into --out), and prints the evaluation ta
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,25 +15,24 @@ from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.trainer import load_model
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.utils import cli
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the TOML config the model was trained with")
     parser.add_argument("checkpoint", help="a .pth file written by python -m tinyfast.train")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     parser.add_argument("--policy", choices=("during", "after"), default=None, help="merge policy")
     parser.add_argument("--out", default=None, help="folder for results and metrics")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        model = load_model(config["model"], args.checkpoint)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    policy = args.policy or config["test"]["policy"]
+    args = parser.parse_intermixed_args(argv)
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    config = load_config(args.config, args.overrides)
+    model = load_model(config["model"], args.checkpoint)
+    policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:
         metrics = evaluate_detector(
             model.to(processes.device).detect_tiles,
@@ -49,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(metrics, EvalParams.tinyperson(1000)))
         print(f"results and metrics ({policy}): {out_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; bad input or a failure is one line on stderr and exit code 2 or 1 (`tinyfast.utils.cli`)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -19,45 +19,42 @@ from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.distributed import is_main_process
 from tinyfast.engine.trainer import train
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.utils import cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tinyfast.train", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m tinyfast.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file in configs/")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue from the run folder's latest.pth")
     resume.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if "=" in args.config:  # only overrides were given
         args.overrides.insert(0, args.config)
         args.config = str(DEFAULT_CONFIG)
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     main_process = is_main_process()
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     run_dir = Path(config["run_dir"])
-    try:
-        resume = args.resume_from or ("auto" if args.resume else None)
-        _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
-    except (ValueError, FloatingPointError) as error:  # bad input or data, a diverged run
-        if main_process:
-            print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ValueError) else 1
+    resume = args.resume_from or ("auto" if args.resume else None)
+    _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
     if main_process:
         if metrics:
             print(format_report(metrics, EvalParams.tinyperson(1000)))
         print(f"checkpoints, logs, results and metrics: {run_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; bad input or a failure is one line on stderr and exit code 2 or 1 (`tinyfast.utils.cli`)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

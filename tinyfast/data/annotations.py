@@ -169,7 +169,7 @@ class AnnotationSet:
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_coco(), separators=(",", ":")))
+        Path(path).write_text(json.dumps(self.to_coco(), separators=(",", ":"), allow_nan=False))
 
 
 def _annotation_dicts(image_id: int, anns: ImageAnnotations) -> list[dict]:

@@ -12,7 +12,6 @@ only on (seed, split, index), so output is the same for a seed whatever runs bef
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torchvision.io import encode_jpeg
 
 from tinyfast.data.annotations import TINYPERSON_CATEGORIES
+from tinyfast.utils import cli
 
 # Figure heights in px: (low, high exclusive, share). TinyPerson's size classes: tiny1 2-8, tiny2 8-12,
 # tiny3 12-20, small 20-32; most persons are under 20 px.
@@ -268,18 +268,23 @@ def statistics(coco: dict) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyfast.data.synthetic", description=__doc__.split("\n")[0]
-    )
+def _main(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(prog="python -m tinyfast.data.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
     for split, path in generate(args.out, args.preset, args.seed).items():
         stats = statistics(json.loads(path.read_text()))
         print(f"{split}: {path} {json.dumps(stats)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; bad input or a failure is one line on stderr and exit code 2 or 1 (`tinyfast.utils.cli`)."""
+    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tinyfast.data.errors import DataError
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
@@ -62,6 +63,25 @@ def policy_for_model(
     return dataclasses.replace(chosen, iou_threshold=0.5)
 
 
+def _read_test_annotations(path: Path) -> dict:
+    try:
+        coco = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: test annotation file not found (data.test_annotations)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: malformed JSON ({error})") from None
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations")):
+        raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")
+    for key in ("images", "annotations"):
+        bad = next((i for i, entry in enumerate(coco[key]) if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise DataError(f"{path}: {key}[{bad}] is not an object")
+    if not all("category_id" in ann for ann in coco["annotations"]):
+        bad = next(i for i, ann in enumerate(coco["annotations"]) if "category_id" not in ann)
+        raise DataError(f"{path}: annotations[{bad}] has no 'category_id'")
+    return coco
+
+
 def evaluate_detector(
     detector,
     config: dict,
@@ -82,7 +102,7 @@ def evaluate_detector(
     of a single process, so the results are the same as one process's when the processes compute as it
     does (on CPU: the same number of threads per process)."""
     data = config["data"]
-    gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
+    gt = task_ground_truth(_read_test_annotations(Path(data["test_annotations"])), data["task"])
     chosen = policy_for_model(policy, config["model"])
     infos = gt["images"]
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]

@@ -31,6 +31,7 @@ from tinyfast.engine.checkpoint import (
 )
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
+from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.modeling import DETECTORS
 
 log = logging.getLogger("tinyfast.train")
@@ -297,11 +298,15 @@ class Trainer:
                 f"{state['batch_size']} images; resume it with the same total batch ({saved_total}, now "
                 f"{total_batch}) or from an epoch_N.pth"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
-            self.scaler.load_state_dict(state["scaler"])
-        restore_rng_states(state["rng"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
+                self.scaler.load_state_dict(state["scaler"])
+            restore_rng_states(state["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            message = " ".join(str(error).split())[:300]
+            raise ValueError(f"{path} cannot be resumed by this config's run ({message})") from None
         self.position = position
         if self.processes.is_main:
             self._truncate_log(position.iteration)
@@ -490,6 +495,7 @@ def train(
     settings = config["train"]
     with distributed.launch(settings["device"]) as processes:
         with (
+            main_process_lock(run_dir, processes),
             _messages_to_file(run_dir / "train.log" if processes.is_main else None),
             deterministic_algorithms(settings["deterministic"], processes.device),
         ):

@@ -1,0 +1,1 @@
+"""Helpers shared by every layer: the command-line wrapper (`tinyfast.utils.cli`)."""
