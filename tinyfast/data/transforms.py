@@ -52,7 +52,7 @@ def _open_header(path: str | Path) -> tuple[tuple[int, int], str]:
     except Image.DecompressionBombError:
         raise DataError(f"{path}: image has too many pixels (more than {MAX_IMAGE_PIXELS})") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for some broken headers
-        raise DataError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())})") from None
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise DataError(
             f"{path}: image has {size[0]}x{size[1]} pixels, more than {MAX_IMAGE_PIXELS} "

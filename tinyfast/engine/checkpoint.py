@@ -76,9 +76,9 @@ def save_atomically(state: dict, path: Path) -> None:
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            kept = f"the previous {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
             reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-            raise CheckpointWriteError(error.errno, f"cannot write checkpoint {path}: {reason}; {kept}") from error
+            kept = f"; the previous {path.name} is unchanged" if path.is_file() else ""
+            raise CheckpointWriteError(error.errno, f"cannot write checkpoint {path}: {reason}{kept}") from error
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -101,9 +101,13 @@ def save_checkpoint(state: dict, run_dir: Path, name: str, keep_last: int) -> Pa
     match = _NAME.fullmatch(f"{name}.pth")
     if match is None:
         raise ValueError(f"checkpoint name must be epoch_N or iter_N, got {name!r}")
-    path = run_dir / f"{name}.pth"
-    save_atomically(state, path)
-    save_atomically(state, run_dir / LATEST)
+    path, latest = run_dir / f"{name}.pth", run_dir / LATEST
+    try:
+        save_atomically(state, path)
+        save_atomically(state, latest)
+    except CheckpointWriteError as error:
+        kept = f"{latest} holds the previous checkpoint" if latest.is_file() else "no checkpoint was written yet"
+        raise CheckpointWriteError(error.errno, f"{error.strerror}; {kept}") from error
     kind = match.group(1)
     numbers = sorted(
         int(m.group(2)) for p in run_dir.iterdir() if (m := _NAME.fullmatch(p.name)) and m[1] == kind

@@ -32,7 +32,7 @@ def _read(path: Path) -> dict:
     try:
         with path.open("rb") as file:
             data = tomllib.load(file)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
     base = data.pop("base", None)
     return _merge(_read(path.parent / base), data) if base else data

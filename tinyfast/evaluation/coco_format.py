@@ -180,9 +180,21 @@ def _flag_array(records: Sequence[Mapping[str, Any]], field: str, where: str) ->
     return np.array(values, dtype=bool).reshape(len(values))
 
 
+def _naming_the_file(source: Any, error: ValueError) -> ValueError:
+    return ValueError(f"{os.fspath(source)}: {error}") if isinstance(source, str | os.PathLike) else error
+
+
 def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore", "uncertain")) -> GroundTruth:
-    """Read a COCO ground truth (path or dict). A GT is ignored when ``iscrowd`` or any flag is truthy."""
+    """Read a COCO ground truth (path or dict). A GT is ignored when ``iscrowd`` or any flag is 1 or true;
+    bad input raises ValueError naming the file (for a path), the entry and the field."""
     data = _read_json(source, "ground truth")
+    try:
+        return _ground_truth(data, ignore_flags)
+    except ValueError as error:
+        raise _naming_the_file(source, error) from None
+
+
+def _ground_truth(data: Any, ignore_flags: Sequence[str]) -> GroundTruth:
     if not isinstance(data, Mapping):
         raise ValueError(
             f"the ground truth must be a json object with images, annotations and categories, got {data!r:.40}"
@@ -223,8 +235,16 @@ def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore",
 
 
 def load_results(source: ResultsLike, ground_truth: GroundTruth) -> Detections:
-    """Read a COCO results list (path or list). Bad entries raise ValueError naming the entry and field."""
+    """Read a COCO results list (path or list). Bad entries raise ValueError naming the file (for a path),
+    the entry and the field."""
     results = _read_json(source, "results")
+    try:
+        return _detections(results, ground_truth)
+    except ValueError as error:
+        raise _naming_the_file(source, error) from None
+
+
+def _detections(results: Any, ground_truth: GroundTruth) -> Detections:
     if not isinstance(results, Sequence) or isinstance(results, str | bytes):
         raise ValueError("results must be a list of {image_id, category_id, bbox, score}")
     where = "results"
