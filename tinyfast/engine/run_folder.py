@@ -27,7 +27,7 @@ def _open_lock_file(run_dir: Path) -> int:
         raise ValueError(f"run_dir {run_dir} is a file, not a folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a file
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
         raise ValueError(f"run_dir {run_dir} cannot be created: a parent of it is a file") from None
     return os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
 
