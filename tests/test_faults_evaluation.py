@@ -45,14 +45,22 @@ def test_the_valid_inputs_evaluate():
     ("field", "value", "message"),
     [
         ("bbox", "1234", r"results\[1\]\.bbox = '1234' is not \[x, y, w, h\]"),
-        ("bbox", ["1", "2", "3", "4"], r"results\[1\]\.bbox = \['1', '2', '3', '4'\] is not \[x, y, w, h\] of"),
+        (
+            "bbox",
+            ["1", "2", "3", "4"],
+            r"results\[1\]\.bbox = \['1', '2', '3', '4'\] is not \[x, y, w, h\] of",
+        ),
         ("bbox", [1, 2, True, 4], r"results\[1\]\.bbox = \[1, 2, True, 4\] is not \[x, y, w, h\] of numbers"),
         ("bbox", {"x": 1}, r"results\[1\]\.bbox = \{'x': 1\} is not"),
         ("score", "0.5", r"results\[1\]\.score = '0.5' is not a number"),
         ("score", True, r"results\[1\]\.score = True is not a number"),
         ("score", None, r"results\[1\]\.score = None is not a number"),
         ("image_id", True, r"results\[1\]\.image_id = True is not an id of the ground truth's images"),
-        ("image_id", "0", r"results\[1\]\.image_id = '0' is not an id of the ground truth's images \(they are"),
+        (
+            "image_id",
+            "0",
+            r"results\[1\]\.image_id = '0' is not an id of the ground truth's images \(they are",
+        ),
         ("image_id", 0.0, r"results\[1\]\.image_id = 0.0 is not an id"),
         ("category_id", False, r"results\[1\]\.category_id = False is not an id of the ground truth's categ"),
     ],
@@ -67,16 +75,34 @@ def test_results_fields_of_the_wrong_type_are_errors_naming_entry_and_field(fiel
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda gt: gt["annotations"][0].update(iscrowd="no"), r"annotations\[0\]\.iscrowd = 'no' is not 0, 1"),
+        (
+            lambda gt: gt["annotations"][0].update(iscrowd="no"),
+            r"annotations\[0\]\.iscrowd = 'no' is not 0, 1",
+        ),
         (lambda gt: gt["annotations"][0].update(iscrowd=2), r"annotations\[0\]\.iscrowd = 2 is not 0, 1"),
-        (lambda gt: gt["annotations"][1].update(ignore="false"), r"annotations\[1\]\.ignore = 'false' is not"),
-        (lambda gt: gt["annotations"][1].update(uncertain=None), r"annotations\[1\]\.uncertain = None is not"),
+        (
+            lambda gt: gt["annotations"][1].update(ignore="false"),
+            r"annotations\[1\]\.ignore = 'false' is not",
+        ),
+        (
+            lambda gt: gt["annotations"][1].update(uncertain=None),
+            r"annotations\[1\]\.uncertain = None is not",
+        ),
         (lambda gt: gt["annotations"][0].update(area="64"), r"annotations\[0\]\.area = '64' is not a number"),
         (lambda gt: gt["annotations"][0].update(bbox="1234"), r"annotations\[0\]\.bbox = '1234' is not"),
         (lambda gt: gt["annotations"][0].update(image_id=True), r"annotations\[0\]\.image_id = True is not"),
-        (lambda gt: gt["images"][1].update(id="1"), r"images\[1\]\.id = '1' and images\[0\]\.id = 0: ids must"),
-        (lambda gt: gt["images"][1].update(id=True), r"images\[1\]\.id = True is not an integer or string id"),
-        (lambda gt: gt["categories"][0].update(id=1.0), r"categories\[0\]\.id = 1.0 is not an integer or str"),
+        (
+            lambda gt: gt["images"][1].update(id="1"),
+            r"images\[1\]\.id = '1' and images\[0\]\.id = 0: ids must",
+        ),
+        (
+            lambda gt: gt["images"][1].update(id=True),
+            r"images\[1\]\.id = True is not an integer or string id",
+        ),
+        (
+            lambda gt: gt["categories"][0].update(id=1.0),
+            r"categories\[0\]\.id = 1.0 is not an integer or str",
+        ),
         (lambda gt: gt.update(images={"id": 0}), r"the ground truth's 'images' must be a list, got dict"),
         (lambda gt: gt["annotations"].append(None), r"annotations\[2\] = None is not an object"),
         (lambda gt: gt["images"].append(7), r"images\[2\] = 7 is not an object"),
@@ -129,7 +155,12 @@ NOT_A_BOX = st.one_of(
     st.lists(st.floats(0, 10), min_size=5, max_size=6),
     st.tuples(st.floats(0, 10), NOT_A_NUMBER, st.floats(0, 10), st.floats(0, 10)).map(list),
 )
-FIELD_VALUES = {"bbox": NOT_A_BOX, "score": NOT_A_NUMBER, "image_id": NOT_AN_INT_ID, "category_id": NOT_AN_INT_ID}
+FIELD_VALUES = {
+    "bbox": NOT_A_BOX,
+    "score": NOT_A_NUMBER,
+    "image_id": NOT_AN_INT_ID,
+    "category_id": NOT_AN_INT_ID,
+}
 
 
 @FUZZ

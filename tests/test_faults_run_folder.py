@@ -30,7 +30,7 @@ from tinyfast.engine.checkpoint import (
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.distributed import Processes
 from tinyfast.engine.run_folder import LOCK_FILE, RunFolderBusy, main_process_lock, run_folder_lock
-from tinyfast.engine.trainer import build_model, train
+from tinyfast.engine.trainer import build_model
 
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
 ENVIRONMENT = {
@@ -62,7 +62,9 @@ def test_a_second_training_on_the_same_run_folder_refuses_and_leaves_the_first_o
     command = [sys.executable, "-m", "tinyfast.train", str(DEFAULT_CONFIG), *overrides, "--no-progress"]
     stderr = tmp_path / "first.stderr"
     with stderr.open("w") as stream:  # the first run stops inside its write of epoch_1.pth
-        first = subprocess.Popen(command, env={**ENVIRONMENT, PAUSE_BEFORE_RENAME: "epoch_1.pth"}, stderr=stream)
+        first = subprocess.Popen(
+            command, env={**ENVIRONMENT, PAUSE_BEFORE_RENAME: "epoch_1.pth"}, stderr=stream
+        )
     try:
         wait_for(run / "epoch_1.pth.paused", first, stderr)
         partial = list(run.glob(".epoch_1.pth.*.tmp"))
@@ -101,7 +103,9 @@ def test_the_lock_is_released_however_its_process_ends(how, tmp_path):
         )
     try:
         wait_for(ready, holder, stderr, 120)
-        with pytest.raises(RunFolderBusy, match=f"run folder {run} is in use by another training .pid {holder.pid}"):
+        with pytest.raises(
+            RunFolderBusy, match=f"run folder {run} is in use by another training .pid {holder.pid}"
+        ):
             with run_folder_lock(run):
                 pass
         holder.send_signal(how)
@@ -240,8 +244,9 @@ def test_a_checkpoint_of_another_model_cannot_be_resumed_and_says_why(smoke_over
     )
     argv = [str(DEFAULT_CONFIG), *smoke_overrides, *SHORT_RUN, "--resume-from", str(tmp_path / "epoch_1.pth")]
     assert train_cli.main(argv) == 2
-    assert "epoch_1.pth cannot be resumed by this config's run (Error(s) in loading state_dict" in one_error_line(
-        capsys
+    assert (
+        "epoch_1.pth cannot be resumed by this config's run (Error(s) in loading state_dict"
+        in one_error_line(capsys)
     )
 
 
@@ -281,12 +286,16 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
         save_atomically({}, tmp_path / "new" / "fresh.pth")
 
 
-def test_a_full_disk_during_training_is_one_line_and_exit_code_1(smoke_overrides, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_during_training_is_one_line_and_exit_code_1(
+    smoke_overrides, tmp_path, monkeypatch, capsys
+):
     full_disk_after(monkeypatch, 2)  # epoch_1.pth and latest.pth, then the disk is full
     argv = [str(DEFAULT_CONFIG), *smoke_overrides, *SHORT_RUN, "train.epochs=2", "--no-progress"]
     assert train_cli.main(argv) == 1
     message = one_error_line(capsys)
-    assert "epoch_2.pth: the disk is full" in message and "latest.pth holds the previous checkpoint" in message
+    assert (
+        "epoch_2.pth: the disk is full" in message and "latest.pth holds the previous checkpoint" in message
+    )
     assert load_checkpoint(tmp_path / "run" / "latest.pth")["epoch"] == 1
     monkeypatch.undo()
     assert train_cli.main([*argv, "--resume"]) == 0  # and the run continues from there once there is room

@@ -32,7 +32,7 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command; bad input or a failure is one line on stderr and exit code 2 or 1 (`tinyfast.utils.cli`)."""
+    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
     return cli.run(_main, argv)
 
 

@@ -15,10 +15,10 @@ import io
 import os
 import pickle
 import random
-import zipfile
 import re
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,8 @@ def save_atomically(state: dict, path: Path) -> None:
         if isinstance(error, OSError):
             reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
             kept = f"; the previous {path.name} is unchanged" if path.is_file() else ""
-            raise CheckpointWriteError(error.errno, f"cannot write checkpoint {path}: {reason}{kept}") from error
+            message = f"cannot write checkpoint {path}: {reason}{kept}"
+            raise CheckpointWriteError(error.errno, message) from error
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -106,7 +107,7 @@ def save_checkpoint(state: dict, run_dir: Path, name: str, keep_last: int) -> Pa
         save_atomically(state, path)
         save_atomically(state, latest)
     except CheckpointWriteError as error:
-        kept = f"{latest} holds the previous checkpoint" if latest.is_file() else "no checkpoint was written yet"
+        kept = f"{latest} holds the previous checkpoint" if latest.is_file() else "no checkpoint was kept"
         raise CheckpointWriteError(error.errno, f"{error.strerror}; {kept}") from error
     kind = match.group(1)
     numbers = sorted(
@@ -134,7 +135,7 @@ def load_checkpoint(path: str | Path) -> dict:
         )
     payload = memoryview(data)[header.end() :]
     if hashlib.sha256(payload).hexdigest() != header.group(1).decode():
-        raise ValueError(f"checkpoint {path} is corrupt: its sha256 does not match (truncated or altered bytes)")
+        raise ValueError(f"checkpoint {path} is corrupt: its sha256 does not match (truncated or altered)")
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as error:

@@ -70,14 +70,15 @@ def _read_test_annotations(path: Path) -> dict:
         raise DataError(f"{path}: test annotation file not found (data.test_annotations)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: malformed JSON ({error})") from None
-    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations")):
+    lists = ("images", "annotations")
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(key), list) for key in lists):
         raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")
-    for key in ("images", "annotations"):
+    for key in lists:
         bad = next((i for i, entry in enumerate(coco[key]) if not isinstance(entry, dict)), None)
         if bad is not None:
             raise DataError(f"{path}: {key}[{bad}] is not an object")
-    if not all("category_id" in ann for ann in coco["annotations"]):
-        bad = next(i for i, ann in enumerate(coco["annotations"]) if "category_id" not in ann)
+    bad = next((i for i, ann in enumerate(coco["annotations"]) if "category_id" not in ann), None)
+    if bad is not None:
         raise DataError(f"{path}: annotations[{bad}] has no 'category_id'")
     return coco
 

@@ -197,7 +197,8 @@ def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore",
 def _ground_truth(data: Any, ignore_flags: Sequence[str]) -> GroundTruth:
     if not isinstance(data, Mapping):
         raise ValueError(
-            f"the ground truth must be a json object with images, annotations and categories, got {data!r:.40}"
+            "the ground truth must be a json object with images, annotations and categories, "
+            f"got {data!r:.40}"
         )
     for key in ("images", "annotations", "categories"):
         if key not in data:
