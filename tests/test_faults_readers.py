@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from faulty_files import CORRUPTIONS, write_png16, write_png_bomb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
@@ -176,3 +178,26 @@ def test_an_image_listed_by_the_converter_that_is_corrupt_is_an_error_naming_it(
             import_yolo(root, ["person"])
     shutil.copy(tiny_synthetic_set / "images" / "train_0000.jpg", root / "images" / "a.bmp")  # misnamed
     assert len(import_yolo(root, ["person"])[0]["images"]) == 1
+
+
+MAGIC = {
+    "none": b"",
+    "png": b"\x89PNG\r\n\x1a\n",
+    "png header": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+    "jpeg": b"\xff\xd8\xff\xe0",
+    "bmp": b"BM",
+    "tiff": b"II*\x00",
+    "gif": b"GIF89a",
+    "checkpoint": b"tinyfast-checkpoint 1 sha256=" + b"0" * 64 + b"\n",
+    "zip": b"PK\x03\x04",
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(magic=st.sampled_from(sorted(MAGIC)), body=st.binary(max_size=600))
+def test_fuzz_garbage_after_a_known_signature_is_a_value_error_naming_the_file(magic, body, tmp_path):
+    path = tmp_path / "fuzzed.bin"
+    path.write_bytes(MAGIC[magic] + body)
+    for reader in (read_image, load_checkpoint):
+        with pytest.raises(ValueError, match="fuzzed.bin"):
+            reader(path)

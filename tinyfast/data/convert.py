@@ -98,7 +98,7 @@ def import_yolo(
     root: str | Path, names: list[str], max_wide_aspect: float = MAX_WIDE_ASPECT
 ) -> tuple[dict, ImportReport]:
     """The COCO dict (category ids 1..len(names), all TinyPerson flags False) and the import report."""
-    if not max_wide_aspect > 0 or not math.isfinite(max_wide_aspect):
+    if not (math.isfinite(max_wide_aspect) and max_wide_aspect > 0):
         raise ValueError(f"max_wide_aspect must be a finite number > 0, got {max_wide_aspect!r}")
     root = Path(root)
     image_dir, label_dir = root / "images", root / "labels"

@@ -28,38 +28,36 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if kwargs.get("add_help", True):  # the top-level parser (sub-commands inherit the flag's effect)
+        if kwargs.get("add_help", True):  # every parser with a --help, sub-commands' included
             self.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of an error")
 
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _parse_number(text: str, kind: type, minimum: float | None, what: str, strict: bool) -> float | int:
+def _parse_number(text: str, kind: type, minimum: float, strict: bool, what: str) -> float | int:
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum or (strict and value == minimum):
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value
 
 
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
-    return _parse_number(text, int, 0, "an integer >= 1", strict=True)
+    return _parse_number(text, int, 0, True, "an integer >= 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an int >= 0."""
-    return _parse_number(text, int, 0, "an integer >= 0", strict=False)
+    return _parse_number(text, int, 0, False, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0."""
-    return _parse_number(text, float, 0.0, "a finite number > 0", strict=True)
+    return _parse_number(text, float, 0.0, True, "a finite number > 0")
 
 
 def _exit_code(error: BaseException) -> int:
