@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,6 +139,21 @@ def test_only_the_main_process_locks_the_run_folder(tmp_path):
     with main_process_lock(tmp_path / "b", Processes(rank=1, world_size=1, local_rank=1, device=cpu)):
         with run_folder_lock(tmp_path / "b"):  # a non-main process leaves the folder alone
             pass
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+def test_every_process_of_a_launch_stops_when_the_run_folder_is_taken(smoke_overrides, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "tinyfast.train", str(DEFAULT_CONFIG), *smoke_overrides, *SHORT_RUN, "--no-progress"]
+    with run_folder_lock(run):
+        ran = subprocess.run(
+            command, env={**ENVIRONMENT, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+        )
+    assert ran.returncode != 0
+    # rank 0 says it once; rank 1 stops too instead of waiting for rank 0 at a barrier
+    assert (ran.stdout + ran.stderr).count(f"error: run folder {run} is in use by another training") == 1
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
 
 
 def test_a_run_dir_that_is_a_file_is_a_message(smoke_overrides, tmp_path, capsys):
