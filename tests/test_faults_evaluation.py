@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -139,6 +140,20 @@ def test_flags_as_json_writes_them_count_and_strings_ids_work_throughout():
     assert evaluate(named, found, miss_rate=False) == evaluate(gt, results(), miss_rate=False)
     with pytest.raises(ValueError, match=r"results\[0\]\.image_id = 0 is not an id .* \(they are strs\)"):
         evaluate(named, results(), miss_rate=False)
+
+
+def test_numpy_numbers_and_arrays_built_in_memory_are_numbers_and_boxes():
+    gt = ground_truth()
+    gt["annotations"][0].update(bbox=np.array([10.0, 10, 8, 8]), area=np.float32(64), iscrowd=np.int64(0))
+    gt["annotations"][1]["ignore"] = np.bool_(True)
+    found = [
+        {**r, "bbox": np.array(r["bbox"], np.float32), "score": np.float64(r["score"])} for r in results()
+    ]
+    found[0]["image_id"] = np.int64(0)
+    assert evaluate(gt, found, miss_rate=False) == evaluate(ground_truth(), results(), miss_rate=False)
+    found[1]["bbox"] = np.array(["1", "2", "3", "4"])
+    with pytest.raises(ValueError, match=r"results\[1\]\.bbox = array\(\['1', '2', '3', '4'\].* of numbers"):
+        evaluate(gt, found, miss_rate=False)
 
 
 # Values that are not of a field's type (json can hold all of them).

@@ -151,7 +151,7 @@ def _column(records: Sequence[Mapping[str, Any]], field: str, where: str) -> lis
 
 def _box_array(records: Sequence[Mapping[str, Any]], where: str) -> np.ndarray:
     raw = _column(records, "bbox", where)
-    _check_types(raw, lambda kind: issubclass(kind, list | tuple), "bbox", where, "[x, y, w, h]")
+    _check_types(raw, lambda kind: issubclass(kind, list | tuple | np.ndarray), "bbox", where, "[x, y, w, h]")
     lengths = np.fromiter(map(len, raw), np.int64, count=len(raw))
     if (lengths != 4).any():
         bad = int(np.flatnonzero(lengths != 4)[0])
@@ -174,7 +174,8 @@ def _number_array(values: list[Any], field: str, where: str) -> np.ndarray:
 def _flag_array(records: Sequence[Mapping[str, Any]], field: str, where: str) -> np.ndarray:
     """A 0/1 flag (`iscrowd`, `ignore`, ...): absent is 0; anything but 0, 1, false or true is an error."""
     values = [record.get(field, 0) for record in records]
-    bad = next((i for i, v in enumerate(values) if type(v) not in (int, bool) or v not in (0, 1)), None)
+    flag_types = bool | np.bool_ | numbers.Integral
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, flag_types) or v not in (0, 1)), None)
     if bad is not None:
         raise ValueError(f"{where}[{bad}].{field} = {values[bad]!r} is not 0, 1, false or true")
     return np.array(values, dtype=bool).reshape(len(values))
