@@ -122,6 +122,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """The state dict saved in `path`; ValueError naming the file when it is missing, empty, truncated,
     corrupt (its checksum does not match) or not a tinyfast checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
