@@ -13,7 +13,8 @@ from tinyfast.evaluation import EvalParams, MissRateParams, evaluate, format_rep
 from tinyfast.utils import cli
 
 
-def _main(argv: list[str]) -> int:
+@cli.command
+def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m tinyfast.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("gt", help="TinyPerson ground truth, COCO json")
     parser.add_argument("results", help="detections, COCO results json (image_id, category_id, bbox, score)")
@@ -29,11 +30,6 @@ def _main(argv: list[str]) -> int:
     metrics = evaluate(args.gt, args.results, args.max_dets, miss_rate=args.mr)
     print(format_report(metrics, params, mr_params))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
-    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from tinyfast.evaluation import EvalParams, format_report
 from tinyfast.utils import cli
 
 
-def _main(argv: list[str]) -> int:
+@cli.command
+def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the TOML config the model was trained with")
     parser.add_argument("checkpoint", help="a .pth file written by python -m tinyfast.train")
@@ -47,11 +48,6 @@ def _main(argv: list[str]) -> int:
         print(format_report(metrics, EvalParams.tinyperson(1000)))
         print(f"results and metrics ({policy}): {out_dir}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
-    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

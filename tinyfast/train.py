@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _main(argv: list[str]) -> int:
+@cli.command
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     main_process = is_main_process()
@@ -50,11 +51,6 @@ def _main(argv: list[str]) -> int:
             print(format_report(metrics, EvalParams.tinyperson(1000)))
         print(f"checkpoints, logs, results and metrics: {run_dir}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
-    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -194,12 +194,8 @@ def _writable_file(path: str) -> Path:
     return out
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
-    return cli.run(_main, argv)
-
-
-def _main(argv: list[str]) -> int:
     parser = cli.ArgumentParser(
         prog="python -m tinyfast.data.convert", description=__doc__.split("\n")[0]
     )

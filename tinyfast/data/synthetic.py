@@ -268,7 +268,8 @@ def statistics(coco: dict) -> dict:
     }
 
 
-def _main(argv: list[str]) -> int:
+@cli.command
+def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m tinyfast.data.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
@@ -280,11 +281,6 @@ def _main(argv: list[str]) -> int:
         stats = statistics(json.loads(path.read_text()))
         print(f"{split}: {path} {json.dumps(stats)}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command: bad input or a failure is one line on stderr, exit code 2 or 1 (`tinyfast.utils.cli`)."""
-    return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@ non-zero exit, never a traceback (unless `--debug` is given).
 
 Exit codes: 0 success, 1 a runtime failure (a full disk, a diverged run, an unexpected error),
 2 a usage or input error (a bad argument, a bad config, a missing or corrupt file), 130 interrupted
-(Ctrl-C).
+(Ctrl-C). A command is `@cli.command def main(argv)` with a `cli.ArgumentParser`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -94,3 +95,13 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
             print(f"error: {_one_line(error)}", file=sys.stderr)
         return _exit_code(error)
     return 0 if code is None else code
+
+
+def command(main: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:
+    """Decorator of a command's `main(argv)`: the decorated `main(argv=None)` runs it through `run`."""
+
+    @functools.wraps(main)
+    def wrapped(argv: Sequence[str] | None = None) -> int:
+        return run(main, argv)
+
+    return wrapped
