@@ -30,7 +30,7 @@ PAUSE_BEFORE_RENAME = "TINYFAST_TEST_PAUSE_BEFORE_RENAME"
 LATEST = "latest.pth"
 _NAME = re.compile(r"(epoch|iter)_(\d+)\.pth")
 _MAGIC = b"tinyfast-checkpoint 1 sha256="
-_HEADER = re.compile(rb"tinyfast-checkpoint 1 sha256=([0-9a-f]{64})\n")
+_HEADER = re.compile(re.escape(_MAGIC) + rb"([0-9a-f]{64})\n")
 
 
 class CheckpointWriteError(OSError):
