@@ -201,3 +201,27 @@ def test_fuzz_garbage_after_a_known_signature_is_a_value_error_naming_the_file(m
     for reader in (read_image, load_checkpoint):
         with pytest.raises(ValueError, match="fuzzed.bin"):
             reader(path)
+
+
+LABEL_TOKENS = st.one_of(
+    st.sampled_from(["0", "1", "nan", "-nan", "inf", "-inf", "1e309", "0.5", "-0.2", "1.5", "x", "\ufeff0"]),
+    st.floats(-0.5, 1.5).map(str),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(LABEL_TOKENS, min_size=0, max_size=9).map(" ".join), max_size=6))
+def test_fuzz_label_rows_become_boxes_or_counted_rejections_and_strict_json(rows, tmp_path):
+    root = tmp_path / "yolo"
+    if not root.exists():
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(root / "images" / "a.png")
+    (root / "labels" / "a.txt").write_text("\n".join(rows), encoding="utf-8")
+    coco, report = import_yolo(root, ["person", "other"])  # classes 0 and 1 have names: nothing stops it
+    assert report.rows == report.boxes + sum(report.rejected.values())
+    assert report.rows == sum(1 for row in rows if row.split())
+    text = json.dumps(coco, allow_nan=False)  # raises on NaN or Infinity
+    for annotation in json.loads(text)["annotations"]:
+        x, y, w, h = annotation["bbox"]
+        assert w > 0 and h > 0 and 0 <= x and x + w <= 50 + 1e-9 and 0 <= y and y + h <= 40 + 1e-9
