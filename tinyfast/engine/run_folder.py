@@ -47,6 +47,8 @@ def run_folder_lock(run_dir: str | Path) -> Iterator[Path]:
                 f"run folder {run_dir} is in use by another training (pid {holder}): wait for it to end "
                 "or choose another run_dir"
             ) from None
+        except OSError as error:  # a file system without locks (some network mounts)
+            raise OSError(error.errno, f"cannot lock run folder {run_dir}: {error.strerror}") from error
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
         yield run_dir
