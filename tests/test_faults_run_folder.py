@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
 from tinyfast.engine import checkpoint as checkpoint_module
+from tinyfast.engine import run_folder as run_folder_module
 from tinyfast.engine.checkpoint import (
     PAUSE_BEFORE_RENAME,
     CheckpointWriteError,
@@ -128,6 +129,16 @@ def test_the_lock_is_exclusive_within_a_process_and_released_by_an_exception(tmp
             raise RuntimeError("boom")
     with run_folder_lock(tmp_path):
         pass
+
+
+def test_a_file_system_without_locks_is_an_error_naming_the_folder(tmp_path, monkeypatch):
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_folder_module.fcntl, "flock", no_locks)
+    with pytest.raises(OSError, match=f"cannot lock run folder {tmp_path}: No locks available"):
+        with run_folder_lock(tmp_path):
+            pass
 
 
 def test_only_the_main_process_locks_the_run_folder(tmp_path):
