@@ -1,4 +1,4 @@
-"""The merge-policy study: the reference's test-time table (protocol section 6) on the test set of a config.
+"""The merge-policy study: the reference's test-time table (docs/protocol.md §6.2) on a config's test set.
 
     python -m bench.policies CONFIG [CHECKPOINT] [key.sub=value ...] [--quick | --images N] [--out DIR]
 
@@ -42,7 +42,7 @@ METRICS = ("AP50_tiny", "AP50_tiny1", "AP50_tiny2", "AP50_tiny3", "AP50_small", 
 @dataclass(frozen=True)
 class Setting:
     """One row of the study. ``reference`` is the reference's AP50 tiny for it (Adap FCOS on TinyPerson
-    test, protocol section 6), in %."""
+    test, docs/protocol.md §6.2), in %."""
 
     run_time_crop: bool
     nms_pre: int

@@ -1,6 +1,6 @@
 """TinyPerson COCO json: loading with validation, per-image annotation arrays, tasks, writing back.
 
-Fields and their meaning follow the reference (docs: tinyperson-protocol.md, section 1).
+Fields and their meaning follow the reference (docs/protocol.md §1).
 """
 
 from __future__ import annotations

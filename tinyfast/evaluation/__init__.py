@@ -16,7 +16,7 @@ Returned keys (values are fractions in [0, 1]; -1 when the setting has no regula
   9 FPPI points in [1e-2, 1] at IoU 0.5, size setups on ``sqrt(area)``: tiny1 [2, 8], tiny2 [8, 12],
   tiny3 [12, 20], tiny [2, 20], small [20, 32], all.
 
-Rules (protocol section 4): a GT is ignored when ``iscrowd``, ``ignore`` or ``uncertain`` is truthy, or
+Rules (docs/protocol.md §4): a GT is ignored when ``iscrowd``, ``ignore`` or ``uncertain`` is truthy, or
 when its area is out of the range. Detections are matched greedily by score (COCO); one still unmatched
 is ignored when some ignored GT covers it (``iou / (1 + iou) * (1 + area_g / area_d) >= t``; one region
 may absorb many), or when its own area is out of the range; otherwise it is a false positive.
