@@ -9,7 +9,7 @@ AP50 tiny, tiny1/2/3 and small (and AR50 tiny, which shows what a cap takes away
 of tiled inference with that setting: tiling, the model and the merge, the images already decoded and in
 memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting).
 
-Writes ``policies.md`` (the README-ready table), ``policies.json`` and ``policies.png`` (AP50 tiny against
+Writes ``policies.md`` (a markdown table), ``policies.json`` and ``policies.png`` (AP50 tiny against
 seconds per image, one point per row) into ``--out`` (default: ``policies_<config name>`` in the
 checkpoint's folder). The checkpoint defaults to the config's ``run_dir``/latest.pth. ``--quick`` runs on 2
 test images, ``--images N`` on N spread over the test set.
