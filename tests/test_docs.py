@@ -15,6 +15,8 @@ README_MAX_BYTES = 16_000
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.DOTALL | re.MULTILINE)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
+# "docs/protocol.md §3.3, §3.4" or "docs/protocol.md §3.3-§3.5": every section after the path.
+CITATION = re.compile(r"docs/protocol\.md (§[\d.]+(?:(?:, |-)§[\d.]*\d)*)")
 
 
 def prose(text: str) -> str:
@@ -85,7 +87,8 @@ def test_protocol_sections_cited_in_the_code_exist():
     cited = set()
     for path in tracked_files():
         if path.suffix in {".py", ".cpp", ".h", ".cu", ".toml", ".md"}:
-            cited |= set(re.findall(r"docs/protocol\.md §(\d+(?:\.\d+)?)", path.read_text(encoding="utf-8")))
+            for citation in CITATION.findall(path.read_text(encoding="utf-8")):
+                cited |= set(re.findall(r"§(\d+(?:\.\d+)?)", citation))
     assert cited, "no code cites docs/protocol.md"
     assert cited <= sections, f"cited sections missing from docs/protocol.md: {sorted(cited - sections)}"
 
