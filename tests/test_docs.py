@@ -48,9 +48,9 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_links_and_anchor_helpers():
-    text = "See [a](docs/a.md), ![img](img/x.png) and `[not](a link)`.\n\n```\n[no](code.md)\n```\n    [no](x)\n"
+    text = "See [a](docs/a.md), ![i](img/x.png) and `[no](a link)`.\n```\n[no](code.md)\n```\n    [no](x)\n"
     assert links(text) == ["docs/a.md", "img/x.png"]
-    assert anchor("3.3 Policy \"during inference\" (run-time crop, one merge per full image)") == (
+    assert anchor('3.3 Policy "during inference" (run-time crop, one merge per full image)') == (
         "33-policy-during-inference-run-time-crop-one-merge-per-full-image"
     )
     assert anchor("The `truncated` option") == "the-truncated-option"
@@ -72,8 +72,8 @@ def test_relative_links_resolve(path):
 
 
 def test_the_docs_exist():
-    names = {p.name for p in MARKDOWN}
-    assert {"protocol.md", "tiling.md", "experiments.md", "performance.md", "build.md", "training.md"} <= names
+    expected = {"protocol.md", "tiling.md", "experiments.md", "performance.md", "build.md", "training.md"}
+    assert expected <= {p.name for p in MARKDOWN}
 
 
 def test_readme_is_a_short_guide():
