@@ -16,8 +16,8 @@ from tinyfast.data.scale_match import (
     ScaleMatch,
     ScaleMatchResize,
     SizeDistribution,
-    image_size,
-    image_sizes,
+    mean_object_size,
+    mean_object_sizes,
     object_sizes,
     scale_match_generator,
 )
@@ -112,14 +112,14 @@ def test_sizes_leave_out_crowd_and_ignore(target, target_wh):
     data = annotations_from_coco(target)
     np.testing.assert_allclose(np.sort(object_sizes(data)), np.sort(square_sizes(target_wh)))
     expected = [math.exp(np.mean([0.5 * math.log(w * h) for w, h in sizes])) for sizes in target_wh]
-    np.testing.assert_allclose(image_sizes(data), expected)
+    np.testing.assert_allclose(mean_object_sizes(data), expected)
 
 
 def test_image_size_is_the_geometric_mean():
     boxes = torch.tensor([[0, 0, 4, 9], [10, 10, 12, 20], [5, 5, 6, 6]], dtype=torch.float32)
-    assert image_size(boxes) == pytest.approx((6 * math.sqrt(20) * 1) ** (1 / 3))
-    assert image_size(boxes.numpy()) == image_size(boxes)
-    assert image_size(torch.zeros(0, 4)) is None and image_size(np.zeros(0)) is None
+    assert mean_object_size(boxes) == pytest.approx((6 * math.sqrt(20) * 1) ** (1 / 3))
+    assert mean_object_size(boxes.numpy()) == mean_object_size(boxes)
+    assert mean_object_size(torch.zeros(0, 4)) is None and mean_object_size(np.zeros(0)) is None
 
 
 @pytest.mark.parametrize("log", [False, True])
@@ -165,8 +165,8 @@ def test_scale_match_draws_follow_the_target(target, target_wh, source_wh, use_l
     drawn, plain = [], []
     for sizes in source_wh * 2:
         boxes = torch.tensor([[1, 2, 1 + w, 2 + h] for w, h in sizes])
-        drawn.append(matcher.scale_for(boxes, generator) * image_size(boxes))
-        plain.append(image_size(boxes))
+        drawn.append(matcher.scale_for(boxes, generator) * mean_object_size(boxes))
+        plain.append(mean_object_size(boxes))
     wanted = square_sizes(target_wh)
     assert len(drawn) == 3000
     assert ks_statistic(drawn, wanted) < ks_bound(len(drawn), len(wanted))
@@ -260,7 +260,7 @@ def test_monotonicity_scale_match_maps_quantiles_to_quantiles(target, target_wh,
 
 def test_monotonicity_scale_match_of_image_sizes(target, target_wh, source_wh):
     matcher = MonotonicityScaleMatch(coco(source_wh), target, scale_range=(1e-4, 1e4), source_sizes="images")
-    sizes = [image_size(torch.tensor([[0, 0, w, h] for w, h in s])) for s in source_wh]
+    sizes = [mean_object_size(torch.tensor([[0, 0, w, h] for w, h in s])) for s in source_wh]
     matched = [
         matcher.scale_for(torch.tensor([[0, 0, w, h] for w, h in s])) * z
         for s, z in zip(source_wh, sizes, strict=True)
@@ -279,7 +279,7 @@ def test_monotonicity_scale_match_of_equal_source_sizes(target):
 def test_gaussian_scale_match(source_wh, target, target_wh):
     source = coco(source_wh)
     matcher = GaussianScaleMatch(source, mean=math.log(8), std=0.4, scale_range=(1e-4, 1e4))
-    sizes = np.array([image_size(torch.tensor([[0, 0, w, h] for w, h in s])) for s in source_wh])
+    sizes = np.array([mean_object_size(torch.tensor([[0, 0, w, h] for w, h in s])) for s in source_wh])
     log_mapped = np.log(matcher.map_sizes(sizes))
     normal = NormalDist(math.log(8), 0.4)
     ecdf = np.arange(1, len(sizes) + 1) / len(sizes)
@@ -404,7 +404,7 @@ def test_resize_image_and_boxes():
     boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 60.0, 62.5, 62.5]])
     ignore = torch.tensor([[100.0, 20.0, 200.0, 100.0]])
     # The scale follows the image size of all the boxes given, the tiny one too.
-    scale = 5 / image_size(boxes)
+    scale = 5 / mean_object_size(boxes)
     out = resize(image, boxes, ignore, generator)
     height, width = round(scale * 101), round(scale * 200)
     assert out.scale == pytest.approx(scale) and not out.fell_back

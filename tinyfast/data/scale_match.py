@@ -88,14 +88,15 @@ def object_sizes(annotations: AnnotationSet) -> np.ndarray:
     return np.concatenate(sizes) if sizes else np.zeros(0)
 
 
-def image_sizes(annotations: AnnotationSet) -> np.ndarray:
-    """The size of each image with counted boxes: the geometric mean of their sizes."""
+def mean_object_sizes(annotations: AnnotationSet) -> np.ndarray:
+    """The size of each image with counted boxes: the geometric mean of their sizes (see
+    `mean_object_size`)."""
     sizes = [_box_sizes(_counted(annotations, info.id)) for info in annotations.images]
     return np.array([math.exp(np.log(s).mean()) for s in sizes if len(s)])
 
 
 def _sizes_or_raise(annotations: AnnotationSet, argument: str, source: str) -> np.ndarray:
-    sizes = object_sizes(annotations) if source == "objects" else image_sizes(annotations)
+    sizes = object_sizes(annotations) if source == "objects" else mean_object_sizes(annotations)
     if len(sizes) == 0:
         raise DataError(
             f"{argument} ({annotations.path}): no object boxes (crowd and ignore boxes left out) to take "
@@ -104,8 +105,8 @@ def _sizes_or_raise(annotations: AnnotationSet, argument: str, source: str) -> n
     return sizes
 
 
-def image_size(boxes: torch.Tensor | np.ndarray) -> float | None:
-    """The size of one image (geometric mean of its boxes' sqrt(w * h)), None without boxes.
+def mean_object_size(boxes: torch.Tensor | np.ndarray) -> float | None:
+    """The size of one image: the geometric mean of its boxes' sqrt(w * h); None without boxes.
 
     Boxes are `[N, 4]` x1y1x2y2; non-finite or zero-size ones raise ValueError."""
     array = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64)
@@ -204,7 +205,7 @@ class SizeMatcher(abc.ABC):
     def scale_for(self, boxes: torch.Tensor | np.ndarray, generator: torch.Generator | None = None) -> float:
         """The resize factor of an image with these boxes (`[N, 4]` x1y1x2y2); `default_scale` without
         boxes."""
-        size = image_size(boxes)
+        size = mean_object_size(boxes)
         return self.default_scale if size is None else self._scale_for_size(size, generator)
 
     @abc.abstractmethod
