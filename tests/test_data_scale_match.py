@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tinyfast.data.annotations import annotations_from_coco
+from tinyfast.data.annotations import annotations_from_coco, load_annotations
+from tinyfast.data.dataset import TinyPersonDataset
 from tinyfast.data.errors import DataError
 from tinyfast.data.sampling import derived_seed
 from tinyfast.data.scale_match import (
@@ -21,6 +22,7 @@ from tinyfast.data.scale_match import (
     object_sizes,
     scale_match_generator,
 )
+from tinyfast.data.synthetic import generate, generate_source
 
 CANVAS = 4000
 
@@ -477,3 +479,27 @@ def test_resize_bad_input(target):
         ScaleMatchResize(ScaleMatch(target), min_box_side=0)
     with pytest.raises(ValueError, match="image must be a non-empty C x H x W tensor"):
         ScaleMatchResize(ScaleMatch(target))(torch.zeros(3, 0, 5), torch.zeros(0, 4))
+
+
+def test_source_preset_scale_matched_to_the_tiny_set(tmp_path):
+    """The pieces together: the COCO-like source read for pre-training (persons only, crowds as ignore),
+    decoded by the dataset and resized so that its persons get the tiny set's sizes."""
+    target_json = generate(tmp_path, "tiny", seed=0)["train"]
+    source = load_annotations(generate_source(tmp_path, num_images=8, seed=0), categories=["person"])
+    dataset = TinyPersonDataset(source, tmp_path / "images", train=False, normalization=None)
+    wanted = object_sizes(load_annotations(target_json))
+    low, high = np.quantile(wanted, [0.05, 0.95])
+    for matcher in (ScaleMatch(target_json), MonotonicityScaleMatch(source, target_json)):
+        resize = ScaleMatchResize(matcher)
+        matched = []
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            out = resize(image, target["boxes"], target["boxes_ignore"], scale_match_generator(0, 0, index))
+            assert 0.1 <= out.scale <= 1.0 and out.image.dtype == image.dtype
+            assert out.image.shape[1:] == (
+                round(out.scale * image.shape[1]),
+                round(out.scale * image.shape[2]),
+            )
+            assert len(out.ignore_boxes) == len(target["boxes_ignore"])
+            matched.append(mean_object_size(out.boxes))
+        assert low < np.median(matched) < high
