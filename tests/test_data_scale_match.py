@@ -5,6 +5,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tinyfast.data.annotations import annotations_from_coco, load_annotations
@@ -503,3 +505,35 @@ def test_source_preset_scale_matched_to_the_tiny_set(tmp_path):
             assert len(out.ignore_boxes) == len(target["boxes_ignore"])
             matched.append(mean_object_size(out.boxes))
         assert low < np.median(matched) < high
+
+
+size_lists = st.lists(st.integers(1, 40), min_size=1, max_size=40)  # integers: ties are common
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    source=size_lists,
+    target=size_lists,
+    bins=st.integers(3, 12),
+    except_rate=st.sampled_from([-1, 0, 0.3, 0.9]),
+    log=st.booleans(),
+)
+def test_any_sizes_give_a_valid_histogram_and_a_monotone_map(source, target, bins, except_rate, log):
+    target_coco = coco([[(s, s)] for s in target])
+    matcher = MonotonicityScaleMatch(
+        coco([[(s, s)] for s in source]), target_coco, bins, except_rate, use_log_bins=log
+    )
+    hist = matcher.target
+    assert len(hist.probs) == bins and hist.probs.sum() == pytest.approx(1) and (hist.probs >= 0).all()
+    assert (np.diff(hist.edges) >= 0).all()
+    assert hist.edges[0] == pytest.approx(min(target)) and hist.edges[-1] == pytest.approx(max(target))
+    assert (np.diff(matcher.source_edges) >= 0).all()
+    mapped = matcher.map_sizes(np.linspace(0.5, 50, 200))
+    assert np.isfinite(mapped).all() and (np.diff(mapped) >= -1e-9).all()
+    assert (mapped >= min(target) - 1e-9).all() and (mapped <= max(target) + 1e-9).all()
+    drawn = [hist.sample(torch.Generator().manual_seed(i)) for i in range(20)]
+    assert min(drawn) >= min(target) - 1e-9 and max(drawn) <= max(target) + 1e-9
+    scale = ScaleMatch(target_coco, bins, except_rate, use_log_bins=log).scale_for(
+        torch.tensor([[0, 0, 9, 9]])
+    )
+    assert 0.1 <= scale <= 1.0
