@@ -59,7 +59,7 @@ def scale_match_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, epoch, index, SCALE_MATCH_STREAM))
 
 
-def read_annotations(annotations: AnnotationsLike, argument: str) -> AnnotationSet:
+def _read_annotations(annotations: AnnotationsLike, argument: str) -> AnnotationSet:
     """An AnnotationSet as it is, a COCO dict or a json path read with validation."""
     if isinstance(annotations, AnnotationSet):
         return annotations
@@ -125,7 +125,7 @@ def mean_object_size(boxes: torch.Tensor | np.ndarray) -> float | None:
     return float(np.exp(0.5 * (np.log(widths) + np.log(heights)).mean()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SizeDistribution:
     """A piecewise-uniform distribution of object sizes: `probs[i]` of the mass lies uniformly on
     `[edges[i], edges[i + 1]]`, uniform in log size when `log` (the bins are equal there)."""
@@ -204,7 +204,7 @@ class SizeMatcher(abc.ABC):
 
     def scale_for(self, boxes: torch.Tensor | np.ndarray, generator: torch.Generator | None = None) -> float:
         """The resize factor of an image with these boxes (`[N, 4]` x1y1x2y2); `default_scale` without
-        boxes."""
+        boxes. `generator` feeds `ScaleMatch`'s draws (the monotone matchers draw nothing)."""
         size = mean_object_size(boxes)
         return self.default_scale if size is None else self._scale_for_size(size, generator)
 
@@ -261,7 +261,7 @@ class ScaleMatch(SizeMatcher):
         except_rate = _check_bins(bins, except_rate)
         if not isinstance(max_sample_try, int) or isinstance(max_sample_try, bool) or max_sample_try < 1:
             raise ValueError(f"max_sample_try must be an int >= 1, got {max_sample_try!r}")
-        target = read_annotations(target_annotations, "target_annotations")
+        target = _read_annotations(target_annotations, "target_annotations")
         sizes = _sizes_or_raise(target, "target_annotations", "objects")
         self.target = SizeDistribution.histogram(sizes, bins, except_rate, bool(use_log_bins))
         self.max_sample_try = max_sample_try
@@ -283,7 +283,7 @@ class _MonotoneMatch(SizeMatcher):
     def _fit(self, source_annotations: AnnotationsLike, target: SizeDistribution, source_sizes: str) -> None:
         if source_sizes not in SIZE_SOURCES:
             raise ValueError(f"source_sizes must be one of {SIZE_SOURCES}, got {source_sizes!r}")
-        source = read_annotations(source_annotations, "source_annotations")
+        source = _read_annotations(source_annotations, "source_annotations")
         sizes = np.sort(_sizes_or_raise(source, "source_annotations", source_sizes))
         n = len(sizes)
         # min(): the cumulative sum can exceed 1 by rounding.
@@ -339,7 +339,7 @@ class MonotonicityScaleMatch(_MonotoneMatch):
     ):
         super().__init__(scale_range, default_scale, out_scale_deal)
         except_rate = _check_bins(bins, except_rate)
-        target = read_annotations(target_annotations, "target_annotations")
+        target = _read_annotations(target_annotations, "target_annotations")
         distribution = SizeDistribution.histogram(
             _sizes_or_raise(target, "target_annotations", "objects"), bins, except_rate, bool(use_log_bins)
         )
@@ -376,7 +376,7 @@ class GaussianScaleMatch(_MonotoneMatch):
         if mean is None or std is None:
             if target_annotations is None:
                 raise ValueError("GaussianScaleMatch needs target_annotations or both mean and std")
-            target = read_annotations(target_annotations, "target_annotations")
+            target = _read_annotations(target_annotations, "target_annotations")
             log_sizes = np.log(_sizes_or_raise(target, "target_annotations", "objects"))
             mean = float(log_sizes.mean()) if mean is None else mean
             std = float(log_sizes.std()) if std is None else std
