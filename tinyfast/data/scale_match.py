@@ -24,6 +24,8 @@ Where this follows the reference and where not is said at each class; deviations
 - A drawn scale is accepted inside the closed `scale_range` (the reference: the open interval), boxes are
   kept when both sides are at least 2 px after resizing (the reference: `x2 - x1 + 1 >= 2`), and the
   default-scale fallback drops tiny boxes by the same rule (the reference keeps them).
+- Not here: the reference's `mu_sigma` option of SM/MSM (the target sizes standardised to a given mean and
+  std; `GaussianScaleMatch` targets a given distribution) and its `ReAspect` transform.
 """
 
 from __future__ import annotations
@@ -424,31 +426,34 @@ class ScaleMatchResize:
             raise ValueError(f"image must be a non-empty C x H x W tensor, got shape {tuple(image.shape)}")
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         ignore = (
-            torch.zeros(0, 4)
-            if ignore_boxes is None
-            else torch.as_tensor(ignore_boxes).float().reshape(-1, 4)
+            torch.zeros(0, 4) if ignore_boxes is None else torch.as_tensor(ignore_boxes, dtype=torch.float32)
         )
+        ignore = ignore.reshape(-1, 4).to(boxes.device)
         scale = self.matcher.scale_for(boxes, generator)
-        factors, size = _resize_factors(image, scale)
-        keep = self._large_enough(boxes * factors)
+        factors, size = _resize_factors(image, scale, boxes.device)
+        resized = boxes * factors
+        keep = self._large_enough(resized)
         fell_back = len(boxes) > 0 and not bool(keep.any())
         if fell_back:
             scale = self.matcher.default_scale
-            factors, size = _resize_factors(image, scale)
-            keep = self._large_enough(boxes * factors)
+            factors, size = _resize_factors(image, scale, boxes.device)
+            resized = boxes * factors
+            keep = self._large_enough(resized)
         return ScaleMatched(
-            _resize_image(image, size), (boxes * factors)[keep], keep, ignore * factors, scale, fell_back
+            _resize_image(image, size), resized[keep], keep, ignore * factors, scale, fell_back
         )
 
     def _large_enough(self, boxes: torch.Tensor) -> torch.Tensor:
         return ((boxes[:, 2:] - boxes[:, :2]) >= self.min_box_side).all(dim=1)
 
 
-def _resize_factors(image: torch.Tensor, scale: float) -> tuple[torch.Tensor, tuple[int, int]]:
+def _resize_factors(
+    image: torch.Tensor, scale: float, device: torch.device
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """The box factors (x, y, x, y) of resizing `image` by `scale` to the rounded size (h, w)."""
     height, width = image.shape[1:]
     size = (max(1, round(scale * height)), max(1, round(scale * width)))
-    return torch.tensor([size[1] / width, size[0] / height] * 2), size
+    return torch.tensor([size[1] / width, size[0] / height] * 2, device=device), size
 
 
 def _resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
