@@ -1,6 +1,6 @@
-"""TinyPerson data: annotations, training cuts, transforms, datasets, YOLO import, a synthetic set.
+"""TinyPerson data: annotations, cuts, transforms, Scale Match, datasets, YOLO import, synthetic sets.
 
-Command lines: `python -m tinyfast.data.synthetic` (write the synthetic set) and
+Command lines: `python -m tinyfast.data.synthetic` (write a synthetic set) and
 `python -m tinyfast.data.convert` (YOLO import, corner json export).
 """
 
@@ -9,6 +9,7 @@ from tinyfast.data.annotations import (
     AnnotationSet,
     ImageAnnotations,
     ImageInfo,
+    annotations_from_coco,
     load_annotations,
 )
 from tinyfast.data.corners import (
@@ -24,6 +25,13 @@ from tinyfast.data.corners import (
 )
 from tinyfast.data.dataset import TinyPersonDataset, make_loader
 from tinyfast.data.errors import DataError
+from tinyfast.data.scale_match import (
+    GaussianScaleMatch,
+    MonotonicityScaleMatch,
+    ScaleMatch,
+    ScaleMatchResize,
+    scale_match_generator,
+)
 from tinyfast.data.transforms import NORMALIZATIONS, Batch, collate, hflip_boxes, normalize, pad_to_multiple
 
 __all__ = [
@@ -31,14 +39,19 @@ __all__ = [
     "NORMALIZATIONS",
     "OVERLAP",
     "SUB_SIZE",
+    "ScaleMatch",
+    "ScaleMatchResize",
     "TINYPERSON_CATEGORIES",
     "AnnotationSet",
     "Batch",
     "DataError",
+    "GaussianScaleMatch",
     "ImageAnnotations",
     "ImageInfo",
+    "MonotonicityScaleMatch",
     "SubImage",
     "TinyPersonDataset",
+    "annotations_from_coco",
     "collate",
     "corner_grid",
     "crop_boxes",
@@ -49,5 +62,6 @@ __all__ = [
     "make_loader",
     "normalize",
     "pad_to_multiple",
+    "scale_match_generator",
     "to_corner_set",
 ]
