@@ -24,12 +24,19 @@ from tinyfast.data.corners import (
 )
 from tinyfast.data.dataset import TinyPersonDataset, make_loader
 from tinyfast.data.errors import DataError
+from tinyfast.data.points import (
+    PointAnnotationSet,
+    generate_coarse_points,
+    load_point_annotations,
+    save_point_annotations,
+)
 from tinyfast.data.transforms import NORMALIZATIONS, Batch, collate, hflip_boxes, normalize, pad_to_multiple
 
 __all__ = [
     "KEEP_RATIO",
     "NORMALIZATIONS",
     "OVERLAP",
+    "PointAnnotationSet",
     "SUB_SIZE",
     "TINYPERSON_CATEGORIES",
     "AnnotationSet",
@@ -44,10 +51,13 @@ __all__ = [
     "crop_boxes",
     "cut_annotation_set",
     "cut_image",
+    "generate_coarse_points",
     "hflip_boxes",
     "load_annotations",
+    "load_point_annotations",
     "make_loader",
     "normalize",
     "pad_to_multiple",
+    "save_point_annotations",
     "to_corner_set",
 ]
