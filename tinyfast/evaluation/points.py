@@ -21,16 +21,20 @@ Where this differs from the reference, on purpose:
 - The comparison is ``d^2 <= tau^2`` in float64 (inclusive); the reference rounds coordinates to float32
   and compares ``1 / (1 + d^2) >= 1 / (1 + tau^2)``: outcomes differ only within rounding of the boundary.
 - AP: pycocotools' precision envelope (precision made non-increasing before sampling), as the box
-  evaluation; the reference samples the raw precision at the first detection reaching each recall point.
+  evaluation; the reference samples the raw precision at the first detection reaching each recall point,
+  which is never higher (AR is the same).
 - Ties: equal scores are exact equality (the reference groups scores within 1e-8 of a group's first);
   among equal distances the detection first in the results list, then the GT first in the file, wins
   (the reference's order within a tie is numpy's unstable argsort). The ``max_dets`` cut keeps list order
   among equal scores.
-- Ignore flags are the box evaluation's (``ignore`` and ``uncertain``; the reference reads ``ignore``).
+- Ignore flags are the box evaluation's: ``iscrowd``, ``ignore`` and ``uncertain``. The reference means
+  to read ``iscrowd`` and ``ignore``, but its ``get_ignore`` overwrites ``ignore`` with ``iscrowd`` before
+  reading it, so there a GT flagged only ``ignore`` counts as a positive.
 - A category without any GT in a range gives -1 and is left out of the mean (the reference gives 1 or 0).
 
 Zero-width or zero-height GT boxes have no defined normalised distance: they match no point and absorb
 none, and they are never in a range starting at area 1 (so they are ignored GTs of every TinyPerson range).
+A distance that overflows to inf matches nothing, whatever tau.
 """
 
 from __future__ import annotations
