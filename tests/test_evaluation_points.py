@@ -156,10 +156,10 @@ def implementation_outcomes(gt, results, taus=TAUS, max_dets=200, ranges=TINYPER
     for k, category in enumerate(ground_truth.category_ids):
         for a, (label, _, _) in enumerate(ranges):
             for t, tau in enumerate(taus):
-                codes = np.where(out["matched"][a, t], "tp", np.where(out["ignored"][a, t], "ignored", "fp"))
-                keep = out["category"] == k
+                codes = np.where(out.matched[a, t], "tp", np.where(out.ignored[a, t], "ignored", "fp"))
+                keep = out.category == k
                 outcomes[(category, label, tau)] = dict(
-                    zip(out["result_index"][keep].tolist(), codes[keep].tolist(), strict=True)
+                    zip(out.result_index[keep].tolist(), codes[keep].tolist(), strict=True)
                 )
     return outcomes
 

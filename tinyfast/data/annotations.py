@@ -199,13 +199,22 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
     annotation id; with on_error="skip" it is dropped instead and one warning counts the drops by reason.
     """
     path = str(path)
+    return parse_annotations(read_json(path), path, on_error)
+
+
+def read_json(path: str | Path) -> object:
+    """The parsed json file; DataError naming the file when it is missing or malformed."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed JSON ({e})") from None
+
+
+def parse_annotations(data: object, path: str, on_error: OnError = "raise") -> AnnotationSet:
+    """``load_annotations`` on an already parsed json; ``path`` names it in errors and in the set."""
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations")
     ):
@@ -234,7 +243,7 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
         rows.setdefault(image_id, []).append(row)
     if skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
-        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=2)
+        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=3)
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     annotations = {image_id: _to_arrays(r) for image_id, r in rows.items()}
     return AnnotationSet(path, images, annotations, categories, extra)

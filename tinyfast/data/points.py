@@ -21,7 +21,6 @@ to ``true_bbox`` and later writes a pseudo box of fixed size into ``bbox`` for m
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tinyfast.data.annotations import OUTSIDE_TOLERANCE_PX, AnnotationSet, load_annotations
+from tinyfast.data.annotations import OUTSIDE_TOLERANCE_PX, AnnotationSet, parse_annotations, read_json
 from tinyfast.data.errors import DataError
 
 Distribution = Literal["range_gaussian", "uniform"]
@@ -43,16 +42,15 @@ OFFSET_BOUND = 0.5
 
 
 def _read(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
+    """The json and how errors name it; a dict source is copied down to its annotations (left untouched)."""
     if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source)), "<dict>"
-    path = str(source)
-    try:
-        with open(path) as file:
-            return json.load(file), path
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: malformed JSON ({error})") from None
+        data, name = dict(source), "<dict>"
+    else:
+        data, name = read_json(source), str(source)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{name}: not a COCO json (needs an 'annotations' list)")
+    data["annotations"] = [dict(ann) if isinstance(ann, Mapping) else ann for ann in data["annotations"]]
+    return data, name
 
 
 def _axis_pair(value: float | tuple[float, float], name: str) -> tuple[float, float]:
@@ -90,9 +88,7 @@ def coarse_offsets(
 
 
 def _annotation_boxes(data: dict, name: str) -> np.ndarray:
-    annotations = data.get("annotations") if isinstance(data, dict) else None
-    if not isinstance(annotations, list):
-        raise DataError(f"{name}: not a COCO json (needs an 'annotations' list)")
+    annotations = data["annotations"]
     boxes = np.zeros((len(annotations), 4))
     for index, ann in enumerate(annotations):
         ann_id = ann.get("id", "?") if isinstance(ann, dict) else "?"
@@ -177,8 +173,9 @@ def load_point_annotations(path: str | Path) -> PointAnnotationSet:
     ``point`` of 2 finite numbers inside its image (within OUTSIDE_TOLERANCE_PX), else DataError naming
     the file and the annotation id.
     """
-    annotation_set = load_annotations(path)
-    data, name = _read(path)
+    name = str(path)
+    data = read_json(name)
+    annotation_set = parse_annotations(data, name)
     sizes = {info.id: (info.width, info.height) for info in annotation_set.images}
     by_id: dict[int, tuple[float, float]] = {}
     tol = OUTSIDE_TOLERANCE_PX

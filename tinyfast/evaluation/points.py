@@ -216,19 +216,26 @@ def _greedy_match(pairs: _Pairs, eligible: np.ndarray, n_dets: int, n_gts: int) 
     return ~det_free
 
 
+@dataclass(frozen=True)
+class PointOutcome:
+    """What the match decided, over the kept detections sorted by (category, image, score rank)."""
+
+    matched: np.ndarray  # [A, T, n] bool: a true positive in (size range, threshold) lane
+    ignored: np.ndarray  # [A, T, n] bool: unmatched but within tau of an ignored GT
+    result_index: np.ndarray  # [n] position in the results list
+    category: np.ndarray  # [n] category index
+    scores: np.ndarray  # [n]
+    positives: np.ndarray  # [A, K] regular GTs per size range and category
+
+
 def point_match(
     ground_truth: GroundTruth,
     detections: PointDetections,
     match_thresholds: Sequence[float],
     max_dets: int,
     area_ranges: Sequence[tuple[str, float, float]],
-) -> dict[str, np.ndarray]:
-    """The outcome of every kept detection in every (range, threshold) lane, and what accumulating needs.
-
-    Returns ``matched``/``ignored`` [A, T, n] over the kept detections (sorted by category, image and score
-    rank), their ``result_index`` (position in the results list), ``category`` and ``scores``, and
-    ``positives`` [A, K] (regular GTs per range and category).
-    """
+) -> PointOutcome:
+    """The outcome of every kept detection in every (range, threshold) lane."""
     n_images = len(ground_truth.image_ids)
     # Each (category, image)'s detections by decreasing score, equal scores in list order; the best max_dets.
     order = np.argsort(-detections.scores, kind="stable")
@@ -274,14 +281,14 @@ def point_match(
     n_categories = len(ground_truth.category_ids)
     gt_category = ground_truth.category_index[gt_order]
     positives = np.stack([np.bincount(gt_category[r], minlength=n_categories) for r in regular])
-    return {
-        "matched": matched,
-        "ignored": ~matched & near_ignored,
-        "result_index": order,
-        "category": detections.category_index[order],
-        "scores": scores,
-        "positives": positives.reshape(len(area_ranges), n_categories),
-    }
+    return PointOutcome(
+        matched=matched,
+        ignored=~matched & near_ignored,
+        result_index=order,
+        category=detections.category_index[order],
+        scores=scores,
+        positives=positives.reshape(len(area_ranges), n_categories),
+    )
 
 
 def point_precision_recall(
@@ -304,15 +311,15 @@ def point_precision_recall(
     precision = -np.ones((len(thresholds), len(recall_thresholds), n_categories, n_ranges))
     recall = -np.ones((len(thresholds), n_categories, n_ranges))
     for k in range(n_categories):
-        dets = np.flatnonzero(outcome["category"] == k)
+        dets = np.flatnonzero(outcome.category == k)
         # Decreasing score; ties in (image, rank) order, as pycocotools' accumulate.
-        dets = dets[np.argsort(-outcome["scores"][dets], kind="stable")]
-        for a in np.flatnonzero(outcome["positives"][:, k]):
+        dets = dets[np.argsort(-outcome.scores[dets], kind="stable")]
+        for a in np.flatnonzero(outcome.positives[:, k]):
             for t in range(len(thresholds)):
-                is_tp = outcome["matched"][a, t, dets]
-                is_fp = ~is_tp & ~outcome["ignored"][a, t, dets]
+                is_tp = outcome.matched[a, t, dets]
+                is_fp = ~is_tp & ~outcome.ignored[a, t, dets]
                 precision[t, :, k, a], recall[t, k, a] = _precision_at_recalls(
-                    is_tp, is_fp, int(outcome["positives"][a, k]), recall_thresholds
+                    is_tp, is_fp, int(outcome.positives[a, k]), recall_thresholds
                 )
     return precision, recall
 
