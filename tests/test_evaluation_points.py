@@ -477,6 +477,9 @@ def test_bad_results_are_rejected_naming_the_entry(entry, message):
         ({"match_thresholds": (float("nan"),)}, "match_thresholds"),
         ({"max_dets": 0}, "max_dets"),
         ({"max_dets": 2.5}, "max_dets"),
+        ({"max_dets": "3"}, "max_dets"),
+        ({"area_ranges": ()}, "area_ranges"),
+        ({"area_ranges": (("all", 10.0, 1.0),)}, "area_ranges"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -56,6 +56,7 @@ from tinyfast.evaluation.coco_format import (
     _read_json,
     load_ground_truth,
 )
+from tinyfast.evaluation.matching import _run_starts
 from tinyfast.evaluation.params import RECALL_THRESHOLDS, TINYPERSON_AREA_RANGES
 
 DEFAULT_MATCH_THRESHOLDS: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -130,17 +131,17 @@ def load_point_results(source: ResultsLike, ground_truth: GroundTruth) -> PointD
     )
 
 
-def _check_arguments(match_thresholds: Sequence[float], max_dets: int) -> tuple[float, ...]:
+def _check_arguments(
+    match_thresholds: Sequence[float], max_dets: int, area_ranges: Sequence[tuple[str, float, float]]
+) -> tuple[float, ...]:
     thresholds = tuple(float(t) for t in match_thresholds)
     if not thresholds or any(not (np.isfinite(t) and t > 0) for t in thresholds):
         raise ValueError(f"match_thresholds must be positive finite numbers, got {tuple(match_thresholds)}")
-    if isinstance(max_dets, bool) or int(max_dets) != max_dets or max_dets < 1:
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int | np.integer) or max_dets < 1:
         raise ValueError(f"max_dets must be a positive integer, got {max_dets!r}")
+    if not area_ranges or any(len(r) != 3 or not r[1] <= r[2] for r in area_ranges):
+        raise ValueError(f"area_ranges must be (label, lo, hi) with lo <= hi, got {tuple(area_ranges)}")
     return thresholds
-
-
-def _run_starts(values: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1]))[: len(values)])
 
 
 @dataclass(frozen=True)
@@ -280,14 +281,13 @@ def point_match(
 
     n_categories = len(ground_truth.category_ids)
     gt_category = ground_truth.category_index[gt_order]
-    positives = np.stack([np.bincount(gt_category[r], minlength=n_categories) for r in regular])
     return PointOutcome(
         matched=matched,
         ignored=~matched & near_ignored,
         result_index=order,
         category=detections.category_index[order],
         scores=scores,
-        positives=positives.reshape(len(area_ranges), n_categories),
+        positives=np.stack([np.bincount(gt_category[r], minlength=n_categories) for r in regular]),
     )
 
 
@@ -301,7 +301,7 @@ def point_precision_recall(
     ignore_flags: Sequence[str] = ("ignore", "uncertain"),
 ) -> tuple[np.ndarray, np.ndarray]:
     """precision [T, R, K, A] (101 recall points) and recall [T, K, A]; -1 where a category has no GT."""
-    thresholds = _check_arguments(match_thresholds, max_dets)
+    thresholds = _check_arguments(match_thresholds, max_dets, area_ranges)
     ground_truth = load_ground_truth(gt, tuple(ignore_flags))
     outcome = point_match(
         ground_truth, load_point_results(results, ground_truth), thresholds, int(max_dets), area_ranges
