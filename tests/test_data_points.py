@@ -187,6 +187,7 @@ def test_bad_boxes_name_the_file_and_the_annotation(tmp_path):
         ({"sigma": 0.0}, "sigma > 0"),
         ({"sigma": (0.2, float("nan"))}, "sigma must be"),
         ({"mu": (0.1, 0.2, 0.3)}, "mu must be"),
+        ({"mu": "ab"}, "mu must be"),
         ({"size_range": 0}, "size_range"),
         ({"size_range": float("inf")}, "size_range"),
     ],
@@ -201,6 +202,7 @@ def test_loading_rejects_bad_points(tmp_path):
     for point, message in (
         (None, r"annotation id 2: point is not \[x, y\]"),
         ([1.0], r"annotation id 2: point is not \[x, y\]"),
+        ("12", r"annotation id 2: point is not \[x, y\]"),
         ([float("nan"), 3.0], "annotation id 2: non-finite point"),
         ([5000.0, 3.0], "annotation id 2: point .* outside the image"),
     ):
@@ -212,3 +214,11 @@ def test_loading_rejects_bad_points(tmp_path):
         save_point_annotations(data, path)
         with pytest.raises(DataError, match=rf"points\.json: {message}"):
             load_point_annotations(path)
+
+
+def test_loading_rejects_a_repeated_annotation_id(tmp_path):
+    data = generate_coarse_points(coco([[1, 1, 4, 4], [10, 10, 4, 4]]), seed=0)
+    data["annotations"][1]["id"] = 1
+    save_point_annotations(data, tmp_path / "twice.json")
+    with pytest.raises(DataError, match=r"twice\.json: annotation id 1: appears twice"):
+        load_point_annotations(tmp_path / "twice.json")

@@ -54,8 +54,12 @@ def _read(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
 
 
 def _axis_pair(value: float | tuple[float, float], name: str) -> tuple[float, float]:
-    pair = (value, value) if isinstance(value, int | float) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in pair):
+    pair = (value, value) if isinstance(value, int | float) else value
+    if (
+        not isinstance(pair, list | tuple)
+        or len(pair) != 2
+        or not all(isinstance(v, int | float) and math.isfinite(v) for v in pair)
+    ):
         raise ValueError(f"{name} must be a finite number or an (x, y) pair of them, got {value!r}")
     return float(pair[0]), float(pair[1])
 
@@ -182,7 +186,11 @@ def load_point_annotations(path: str | Path) -> PointAnnotationSet:
     for ann in data["annotations"]:
         point = ann.get("point")
         where = f"{name}: annotation id {ann['id']}"
+        if ann["id"] in by_id:
+            raise DataError(f"{where}: appears twice")
         try:
+            if not isinstance(point, list | tuple):
+                raise TypeError
             x, y = (float(v) for v in point)
         except (TypeError, ValueError):
             raise DataError(f"{where}: point is not [x, y] ({point!r})") from None
