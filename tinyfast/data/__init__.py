@@ -25,6 +25,12 @@ from tinyfast.data.corners import (
 )
 from tinyfast.data.dataset import TinyPersonDataset, make_loader
 from tinyfast.data.errors import DataError
+from tinyfast.data.points import (
+    PointAnnotationSet,
+    generate_coarse_points,
+    load_point_annotations,
+    save_point_annotations,
+)
 from tinyfast.data.scale_match import (
     GaussianScaleMatch,
     MonotonicityScaleMatch,
@@ -38,6 +44,7 @@ __all__ = [
     "KEEP_RATIO",
     "NORMALIZATIONS",
     "OVERLAP",
+    "PointAnnotationSet",
     "SUB_SIZE",
     "ScaleMatch",
     "ScaleMatchResize",
@@ -57,11 +64,14 @@ __all__ = [
     "crop_boxes",
     "cut_annotation_set",
     "cut_image",
+    "generate_coarse_points",
     "hflip_boxes",
     "load_annotations",
+    "load_point_annotations",
     "make_loader",
     "normalize",
     "pad_to_multiple",
+    "save_point_annotations",
     "scale_match_generator",
     "to_corner_set",
 ]

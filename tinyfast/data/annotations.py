@@ -205,14 +205,18 @@ def load_annotations(
     ignore regions (`ImageAnnotations.not_a_person`).
     """
     path = str(path)
+    return annotations_from_coco(read_json(path), path, on_error, categories)
+
+
+def read_json(path: str | Path) -> object:
+    """The parsed json file; DataError naming the file when it is missing or malformed."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed JSON ({e})") from None
-    return annotations_from_coco(data, path, on_error, categories)
 
 
 def annotations_from_coco(

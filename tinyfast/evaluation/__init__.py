@@ -33,10 +33,25 @@ Deliberate choices on edge cases:
 - Miss rate: at an FPPI point below the first false positive rate reached, recall is 0 (Caltech's
   convention; the CityPersons Python port reads its last recall there, which only differs with fewer than
   100 images).
+
+Point localisation (CPR's location evaluation): ``evaluate_points(gt, results)`` gives
+``AP{tau}_{range}``/``AR{tau}_{range}`` for a point matching a GT within normalised distance tau (0.5,
+1.0, 2.0); the rule is in ``tinyfast.evaluation.points``.
 """
 
 from tinyfast.evaluation.api import evaluate, precision_recall, summarize
 from tinyfast.evaluation.params import EvalParams, MissRateParams
+from tinyfast.evaluation.points import evaluate_points, format_point_report, point_precision_recall
 from tinyfast.evaluation.report import format_report
 
-__all__ = ["EvalParams", "MissRateParams", "evaluate", "format_report", "precision_recall", "summarize"]
+__all__ = [
+    "EvalParams",
+    "MissRateParams",
+    "evaluate",
+    "evaluate_points",
+    "format_point_report",
+    "format_report",
+    "point_precision_recall",
+    "precision_recall",
+    "summarize",
+]
