@@ -148,6 +148,8 @@ BAD_ARGUMENTS = {
         (["{gt.json}", "{gt.json}"], "results must be a list"),
         (["{folder}", "{results.json}"], "Is a directory"),
         (["{gt.json}", "{results.json}", "--mr", "extra"], "unrecognized arguments: extra"),
+        (["{gt.json}", "{results.json}", "--points", "--max-dets", "0"], "argument --max-dets: '0' is not"),
+        (["{gt.json}", "{results.json}", "--points", "--match-thresholds", "nan"], "match_thresholds must"),
     ],
     "tinyfast.data.convert": [
         ([], "the following arguments are required: command"),
