@@ -49,9 +49,7 @@ TF_HOST_DEVICE bool mostly_inside(const T* part, const T* whole, double threshol
   if (!has_positive_extent(part) || !has_positive_extent(whole)) {
     return false;
   }
-  const T w = tf_max(T(0), tf_min(part[2], whole[2]) - tf_max(part[0], whole[0]));
-  const T h = tf_max(T(0), tf_min(part[3], whole[3]) - tf_max(part[1], whole[1]));
-  return static_cast<double>(w * h) >= threshold * static_cast<double>(box_area(part));
+  return static_cast<double>(intersection_area(part, whole)) >= threshold * static_cast<double>(box_area(part));
 }
 
 }  // namespace tinyfast

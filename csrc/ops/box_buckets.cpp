@@ -20,6 +20,11 @@ at::Tensor cell_along(
   return at::minimum(cell, cells - 1).to(at::kLong);
 }
 
+at::Tensor counts_sum_to(const at::Tensor& counts, int64_t total) {
+  TORCH_INTERNAL_ASSERT(total <= std::numeric_limits<int64_t>::max() / 2);
+  return counts.le(total).all().logical_and(counts.cumsum(0).le(total).all()).logical_and(counts.sum().eq(total));
+}
+
 // No host sync: arrays are sized by bounds known from the shapes.
 BoxBuckets bucket_boxes(const at::Tensor& boxes, const at::Tensor& counts, int64_t max_cells_per_box) {
   const int64_t num_images = counts.size(0);

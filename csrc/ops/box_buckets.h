@@ -36,6 +36,10 @@ at::Tensor cell_along(
     const at::Tensor& cells_per_unit,
     const at::Tensor& cells);
 
+// [] bool: counts [B] int64 (checked >= 0 apart) add up to total, without an int64 wrap-around: each count
+// and each partial sum is at most total (a wrap would first exceed it, by less than 2 * total).
+at::Tensor counts_sum_to(const at::Tensor& counts, int64_t total);
+
 template <typename T>
 BoxGrid<T> grid_view(const BoxBuckets& buckets) {
   return BoxGrid<T>{

@@ -1,7 +1,11 @@
 #include "ops/max_iou_assign.h"
 
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "ops/box_buckets.h"
 
@@ -17,11 +21,11 @@ void check_box_set(const at::Tensor& boxes, const char* boxes_name, const at::Te
       boxes.dim() == 2 && boxes.size(1) == 4, "max_iou_assign: ", boxes_name, " must have shape [", boxes_name,
       " count, 4], got ", boxes.sizes());
   TORCH_CHECK_VALUE(
-      at::isFloatingType(boxes.scalar_type()), "max_iou_assign: ", boxes_name, " must be floating point, got ",
+      at::isFloatingType(boxes.scalar_type()), "max_iou_assign: ", boxes_name, " must be a floating [n, 4] tensor, got ",
       boxes.scalar_type());
   TORCH_CHECK_VALUE(counts.dim() == 1, "max_iou_assign: ", counts_name, " must have shape [B], got ", counts.sizes());
   TORCH_CHECK_VALUE(
-      counts.scalar_type() == at::kLong, "max_iou_assign: ", counts_name, " must be int64, got ",
+      counts.scalar_type() == at::kLong, "max_iou_assign: ", counts_name, " must be an integer tensor of dtype int64, got ",
       counts.scalar_type());
   TORCH_CHECK_VALUE(
       boxes.size(0) <= std::numeric_limits<int64_t>::max() / (4 * kMaxCellsPerGt), "max_iou_assign: too many ",
@@ -57,7 +61,7 @@ void check_args(const MaxIouAssignInput& in, const MaxIouAssignOptions& options,
     return (c.select(1, 2) - c.select(1, 0)).mul(c.select(1, 3) - c.select(1, 1)).isfinite().all();
   };
   const auto counts_fit = [](const at::Tensor& counts, const at::Tensor& b) {
-    return counts.sum().eq(b.size(0));
+    return counts_sum_to(counts, b.size(0));
   };
   const at::Tensor facts = at::stack({
                                          at::isfinite(boxes).all(),
@@ -154,8 +158,7 @@ void run(
 std::tuple<at::Tensor, at::Tensor> max_iou_assign_with(
     const MaxIouAssignInput& in,
     const MaxIouAssignOptions& options,
-    AssignPasses<float> float_passes,
-    AssignPasses<double> double_passes) {
+    const MaxIouAssignBackend& backend) {
   const bool use_double = in.boxes.scalar_type() == at::kDouble || in.gt_boxes.scalar_type() == at::kDouble ||
       in.ignore_boxes.scalar_type() == at::kDouble;
   const auto compute_type = use_double ? at::kDouble : at::kFloat;
@@ -164,17 +167,26 @@ std::tuple<at::Tensor, at::Tensor> max_iou_assign_with(
   at::Tensor assigned_gt = at::full({num_boxes}, kAssignNegative, in.box_counts.options());
   at::Tensor max_iou = at::zeros({num_boxes}, in.boxes.options().dtype(compute_type));
   if (num_boxes > 0 && in.gt_boxes.size(0) > 0) {
+    const c10::OptionalDeviceGuard device_guard(
+        in.boxes.is_cpu() ? std::nullopt : std::optional<at::Device>(in.boxes.device()));
     const at::Tensor boxes_c = in.boxes.to(compute_type).contiguous();
     const at::Tensor gts_c = in.gt_boxes.to(compute_type).contiguous();
     const at::Tensor ignores_c = in.ignore_boxes.to(compute_type).contiguous();
     const MaxIouAssignInput converted{boxes_c, in.box_counts, gts_c, in.gt_counts, ignores_c, in.ignore_counts};
     if (use_double) {
-      run<double>(converted, options, assigned_gt, max_iou, double_passes);
+      run<double>(converted, options, assigned_gt, max_iou, backend.double_passes);
     } else {
-      run<float>(converted, options, assigned_gt, max_iou, float_passes);
+      run<float>(converted, options, assigned_gt, max_iou, backend.float_passes);
     }
   }
   return {assigned_gt, max_iou.to(in.boxes.scalar_type())};
+}
+
+TORCH_LIBRARY_FRAGMENT(tinyfast, m) {
+  m.def(
+      "max_iou_assign(Tensor boxes, Tensor box_counts, Tensor gt_boxes, Tensor gt_counts, Tensor ignore_boxes, "
+      "Tensor ignore_counts, float pos_iou, float neg_iou, float min_pos_iou, bool low_quality, "
+      "bool gt_max_assign_all, float ignore_iof) -> (Tensor assigned_gt, Tensor max_iou)");
 }
 
 }  // namespace tinyfast

@@ -54,31 +54,27 @@ at::Tensor batched_nms_typed(const at::Tensor& boxes, const at::Tensor& scores, 
   return keep;
 }
 
-at::Tensor batched_nms_cpu(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& idxs,
-    double iou_threshold,
-    int64_t max_per_group) {
-  check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_per_group);
-  if (boxes.size(0) == 0) {
-    return at::empty({0}, idxs.options());
-  }
+at::Tensor keep_cpu(const BatchedNmsInput& in, const BatchedNmsOptions& options) {
+  const auto& [boxes, scores, idxs] = in;
+  const double iou = options.iou_threshold;
+  const int64_t cap = options.cap();
   // Boxes in float64 when given so, else float32; scores likewise (either ranks any float type exactly).
   const bool double_boxes = boxes.scalar_type() == at::kDouble;
   const bool double_scores = scores.scalar_type() == at::kDouble;
   if (double_boxes) {
-    return double_scores ? batched_nms_typed<double, double>(boxes, scores, idxs, iou_threshold, max_per_group)
-                         : batched_nms_typed<double, float>(boxes, scores, idxs, iou_threshold, max_per_group);
+    return double_scores ? batched_nms_typed<double, double>(boxes, scores, idxs, iou, cap)
+                         : batched_nms_typed<double, float>(boxes, scores, idxs, iou, cap);
   }
-  return double_scores ? batched_nms_typed<float, double>(boxes, scores, idxs, iou_threshold, max_per_group)
-                       : batched_nms_typed<float, float>(boxes, scores, idxs, iou_threshold, max_per_group);
+  return double_scores ? batched_nms_typed<float, double>(boxes, scores, idxs, iou, cap)
+                       : batched_nms_typed<float, float>(boxes, scores, idxs, iou, cap);
 }
+
+constexpr BatchedNmsBackend kCpuBackend{&keep_cpu};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("batched_nms", &batched_nms_cpu);
+  m.impl("batched_nms", &batched_nms_kernel<kCpuBackend>);
 }
 
 }  // namespace tinyfast

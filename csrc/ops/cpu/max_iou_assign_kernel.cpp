@@ -64,33 +64,16 @@ void low_quality_pass_cpu(const AssignProblem<T>& problem) {
 }
 
 template <typename T>
-AssignPasses<T> cpu_passes() {
+constexpr AssignPasses<T> cpu_passes() {
   return {&first_pass_cpu<T>, &argmax_pass_cpu<T>, &low_quality_pass_cpu<T>};
 }
 
-std::tuple<at::Tensor, at::Tensor> max_iou_assign_cpu(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    bool low_quality,
-    bool gt_max_assign_all,
-    double ignore_iof) {
-  return max_iou_assign_with(
-      {boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts},
-      {pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all, ignore_iof}, cpu_passes<float>(),
-      cpu_passes<double>());
-}
+constexpr MaxIouAssignBackend kCpuBackend{cpu_passes<float>(), cpu_passes<double>()};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("max_iou_assign", &max_iou_assign_cpu);
+  m.impl("max_iou_assign", &max_iou_assign_kernel<kCpuBackend>);
 }
 
 }  // namespace tinyfast

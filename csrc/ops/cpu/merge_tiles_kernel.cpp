@@ -209,11 +209,11 @@ class ImageMerger {
     for (int64_t c = 0; c < num_classes; ++c) {
       const int32_t first = class_starts_[c];
       const int32_t kept_count = nms_.run(boxes, scores, members + first, class_starts_[c + 1] - first,
-                                          options.iou_threshold, options.class_agnostic ? options.max_per_image : -1,
+                                          options.iou_threshold, options.class_agnostic ? options.cap() : -1,
                                           kept + first);
       kept_spans_[c] = {first, first + kept_count};
     }
-    return merge_by_score(kept, kept_spans_.data(), num_classes, scores, options.max_per_image, out);
+    return merge_by_score(kept, kept_spans_.data(), num_classes, scores, options.cap(), out);
   }
 
  private:
@@ -225,9 +225,7 @@ class ImageMerger {
 
 // T: box coordinates; S: scores as ranked (float or double, exact for any score dtype).
 template <typename T, typename S>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
-    const MergeTilesInput& in,
-    const MergeTilesOptions& options) {
+MergedDetections merge_tiles_typed(const MergeTilesInput& in, const MergeTilesOptions& options) {
   const int64_t n = in.boxes.size(0);
   constexpr at::ScalarType kScoreType = c10::CppTypeToScalarType<S>::value;
   at::Tensor ranked_scores = in.scores.to(kScoreType).contiguous();
@@ -243,10 +241,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
   if (options.score_threshold != -INFINITY) {
     candidate = in.scores.gt(options.score_threshold);  // compared in the scores' dtype, as in PyTorch
   }
-  if (options.truncated != "keep") {
+  if (options.truncated != TruncatedMode::kKeep) {
     const at::Tensor covered = covered_truncated_typed<T>(
         image_boxes, truncated, in.tile_index, box_image, in.labels, options.class_agnostic, options.truncated_iof);
-    if (options.truncated == "drop") {
+    if (options.truncated == TruncatedMode::kDrop) {
       candidate = candidate.defined() ? candidate & covered.logical_not() : covered.logical_not();
     } else {
       scores = at::where(covered, scores * options.truncated_factor, scores);
@@ -291,41 +289,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
   return {image_boxes.index_select(0, keep), scores.index_select(0, keep), in.labels.index_select(0, keep), keep_image};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_cpu(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& labels,
-    const at::Tensor& tile_index,
-    const at::Tensor& tiles,
-    const at::Tensor& tile_scales,
-    const at::Tensor& tile_flips,
-    const at::Tensor& tile_image,
-    const at::Tensor& image_sizes,
-    double score_threshold,
-    double iou_threshold,
-    bool class_agnostic,
-    int64_t max_per_image,
-    c10::string_view truncated,
-    double truncated_iof,
-    double truncated_factor) {
-  const MergeTilesInput in{boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes};
-  const MergeTilesOptions options{score_threshold, iou_threshold, class_agnostic, max_per_image, std::string(truncated),
-                                  truncated_iof, truncated_factor};
-  check_merge_tiles_args(in, options);
-  if (boxes.size(0) == 0) {
-    return empty_merge_result(in);
-  }
-  const bool double_scores = scores.scalar_type() == at::kDouble;
-  if (boxes.scalar_type() == at::kDouble) {
+MergedDetections merge_cpu(const MergeTilesInput& in, const MergeTilesOptions& options) {
+  const bool double_scores = in.scores.scalar_type() == at::kDouble;
+  if (in.boxes.scalar_type() == at::kDouble) {
     return double_scores ? merge_tiles_typed<double, double>(in, options) : merge_tiles_typed<double, float>(in, options);
   }
   return double_scores ? merge_tiles_typed<float, double>(in, options) : merge_tiles_typed<float, float>(in, options);
 }
 
+constexpr MergeTilesBackend kCpuBackend{&merge_cpu};
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("merge_tiles", &merge_tiles_cpu);
+  m.impl("merge_tiles", &merge_tiles_kernel<kCpuBackend>);
 }
 
 }  // namespace tinyfast

@@ -108,16 +108,10 @@ at::Tensor resolve(const RankedBoxes& ranked, const Suppressors& suppressors, in
   return kept_by_index;
 }
 
-at::Tensor batched_nms_cuda(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& idxs,
-    double iou_threshold,
-    int64_t max_per_group) {
-  check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_per_group);
-  if (boxes.size(0) == 0) {
-    return at::empty({0}, idxs.options());
-  }
+at::Tensor keep_cuda(const BatchedNmsInput& in, const BatchedNmsOptions& options) {
+  const auto& [boxes, scores, idxs] = in;
+  const double iou_threshold = options.iou_threshold;
+  const int64_t max_per_group = options.cap();
   const c10::cuda::CUDAGuard device_guard(boxes.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t n = boxes.size(0);
@@ -151,10 +145,12 @@ at::Tensor batched_nms_cuda(
   }
 }
 
+constexpr BatchedNmsBackend kCudaBackend{&keep_cuda};
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
-  m.impl("batched_nms", &batched_nms_cuda);
+  m.impl("batched_nms", &batched_nms_kernel<kCudaBackend>);
 }
 
 }  // namespace tinyfast
