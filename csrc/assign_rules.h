@@ -31,9 +31,9 @@ struct AssignProblem {
   const int64_t* box_starts;  // [B + 1]: the first box of each image, then N
   const T* gt_boxes;          // [G, 4]
   int64_t num_gts;
-  const int64_t* gt_starts;   // [B + 1]
+  const int64_t* gt_starts;  // [B + 1]
   BoxGrid<T> gt_grid;
-  const T* ignore_boxes;  // [I, 4]
+  const T* ignore_boxes;         // [I, 4]
   const int64_t* ignore_starts;  // [B + 1]
   BoxGrid<T> ignore_grid;
   bool use_ignore;
@@ -172,7 +172,9 @@ TF_HOST_DEVICE void for_each_low_quality_candidate(const AssignProblem<T>& p, in
 // Pass 2 for one box; lower_gt_argmax(gt, index) lowers a GT's first best box to index (atomically where
 // boxes run in parallel).
 template <typename T, typename LowerGtArgmax>
-TF_HOST_DEVICE void assign_box_argmax_pass(const AssignProblem<T>& p, int64_t index, LowerGtArgmax lower_gt_argmax) {
+TF_HOST_DEVICE void assign_box_argmax_pass(const AssignProblem<T>& p,
+                                           int64_t index,
+                                           LowerGtArgmax lower_gt_argmax) {
   for_each_low_quality_candidate(p, index, [&](int64_t gt, T iou) {
     if (iou == p.gt_max_iou[gt]) {
       lower_gt_argmax(gt, index);

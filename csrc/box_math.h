@@ -39,7 +39,8 @@ TF_HOST_DEVICE double mul_rn(double a, double b) {
 #endif
 }
 
-// Signed, as torchvision and mmdetection's bbox_overlaps compute it (no +1): an x2 < x1 box has negative area.
+// Signed, as torchvision and mmdetection's bbox_overlaps compute it (no +1): an x2 < x1 box has negative
+// area.
 template <typename T>
 TF_HOST_DEVICE T box_area(const T* b) {
   return mul_rn(b[2] - b[0], b[3] - b[1]);

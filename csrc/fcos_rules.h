@@ -109,9 +109,8 @@ TF_HOST_DEVICE void fcos_visit_cell(
   for (int64_t k = problem.buckets.cell_starts[cell]; k < problem.buckets.cell_starts[cell + 1]; ++k) {
     const int64_t gt = problem.buckets.cell_gts[k];
     const T* box = problem.gt_boxes + 4 * gt;
-    if (fcos_is_candidate(
-            x, y, box, problem.center_sampling, levels.radius[level], levels.range_lo[level],
-            levels.range_hi[level])) {
+    if (fcos_is_candidate(x, y, box, problem.center_sampling, levels.radius[level], levels.range_lo[level],
+                          levels.range_hi[level])) {
       const T area = box_area(box);
       if (best.candidates++ == 0 || fcos_is_better(area, gt, best.area, best.gt)) {
         best.area = area;

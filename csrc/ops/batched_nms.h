@@ -26,33 +26,31 @@ struct BatchedNmsOptions {
 };
 
 struct BatchedNmsBackend {
-  // Kept box indices (with the device guard it needs) [K] int64 by score descending (ties: lower index first), on the input's device.
+  // Kept box indices (with the device guard it needs) [K] int64 by score descending (ties: lower index
+  // first), on the input's device.
   at::Tensor (*keep)(const BatchedNmsInput& input, const BatchedNmsOptions& options);
 };
 
 // Checks (ValueError naming the argument), the empty case, then the backend.
-at::Tensor batched_nms_with(
-    const BatchedNmsInput& input,
-    const BatchedNmsOptions& options,
-    const BatchedNmsBackend& backend);
+at::Tensor batched_nms_with(const BatchedNmsInput& input,
+                            const BatchedNmsOptions& options,
+                            const BatchedNmsBackend& backend);
 
 // A backend's kernel with the op's schema.
 template <const BatchedNmsBackend& backend>
-at::Tensor batched_nms_kernel(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& idxs,
-    double iou_threshold,
-    std::optional<int64_t> max_per_group) {
+at::Tensor batched_nms_kernel(const at::Tensor& boxes,
+                              const at::Tensor& scores,
+                              const at::Tensor& idxs,
+                              double iou_threshold,
+                              std::optional<int64_t> max_per_group) {
   return batched_nms_with({boxes, scores, idxs}, {iou_threshold, max_per_group}, backend);
 }
 
 // torch.ops.tinyfast.batched_nms through the dispatcher (for the other ops' C++ code); -1: no cap.
-at::Tensor batched_nms(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& idxs,
-    double iou_threshold,
-    int64_t max_per_group);
+at::Tensor batched_nms(const at::Tensor& boxes,
+                       const at::Tensor& scores,
+                       const at::Tensor& idxs,
+                       double iou_threshold,
+                       int64_t max_per_group);
 
 }  // namespace tinyfast

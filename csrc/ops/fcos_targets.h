@@ -36,25 +36,23 @@ struct FcosTargetsBackend {
   FcosLauncher<double> launch_double;
 };
 
-std::tuple<at::Tensor, at::Tensor> fcos_targets_with(
-    const FcosTargetsInput& input,
-    const FcosTargetsOptions& options,
-    const FcosTargetsBackend& backend);
+std::tuple<at::Tensor, at::Tensor> fcos_targets_with(const FcosTargetsInput& input,
+                                                     const FcosTargetsOptions& options,
+                                                     const FcosTargetsBackend& backend);
 
 // A backend's kernel with the op's schema.
 template <const FcosTargetsBackend& backend>
-std::tuple<at::Tensor, at::Tensor> fcos_targets_kernel(
-    const at::Tensor& points,
-    at::IntArrayRef level_sizes,
-    at::ArrayRef<double> strides,
-    at::ArrayRef<double> range_lo,
-    at::ArrayRef<double> range_hi,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_labels,
-    const at::Tensor& gt_counts,
-    int64_t num_classes,
-    double center_sampling_radius,
-    bool norm_on_bbox) {
+std::tuple<at::Tensor, at::Tensor> fcos_targets_kernel(const at::Tensor& points,
+                                                       at::IntArrayRef level_sizes,
+                                                       at::ArrayRef<double> strides,
+                                                       at::ArrayRef<double> range_lo,
+                                                       at::ArrayRef<double> range_hi,
+                                                       const at::Tensor& gt_boxes,
+                                                       const at::Tensor& gt_labels,
+                                                       const at::Tensor& gt_counts,
+                                                       int64_t num_classes,
+                                                       double center_sampling_radius,
+                                                       bool norm_on_bbox) {
   return fcos_targets_with(
       {points, gt_boxes, gt_labels, gt_counts},
       {level_sizes, strides, range_lo, range_hi, num_classes, center_sampling_radius, norm_on_bbox}, backend);

@@ -68,34 +68,32 @@ struct MergeTilesBackend {
 
 // Checks of shapes, dtypes, devices and options (ValueError naming the argument), the empty case, then the
 // backend.
-MergedDetections merge_tiles_with(
-    const MergeTilesInput& input,
-    const MergeTilesOptions& options,
-    const MergeTilesBackend& backend);
+MergedDetections merge_tiles_with(const MergeTilesInput& input,
+                                  const MergeTilesOptions& options,
+                                  const MergeTilesBackend& backend);
 
 // A backend's kernel with the op's schema.
 template <const MergeTilesBackend& backend>
-MergedDetections merge_tiles_kernel(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& labels,
-    const at::Tensor& tile_index,
-    const at::Tensor& tiles,
-    const at::Tensor& tile_scales,
-    const at::Tensor& tile_flips,
-    const at::Tensor& tile_image,
-    const at::Tensor& image_sizes,
-    double score_threshold,
-    double iou_threshold,
-    bool class_agnostic,
-    std::optional<int64_t> max_per_image,
-    c10::string_view truncated,
-    double truncated_iof,
-    double truncated_factor) {
+MergedDetections merge_tiles_kernel(const at::Tensor& boxes,
+                                    const at::Tensor& scores,
+                                    const at::Tensor& labels,
+                                    const at::Tensor& tile_index,
+                                    const at::Tensor& tiles,
+                                    const at::Tensor& tile_scales,
+                                    const at::Tensor& tile_flips,
+                                    const at::Tensor& tile_image,
+                                    const at::Tensor& image_sizes,
+                                    double score_threshold,
+                                    double iou_threshold,
+                                    bool class_agnostic,
+                                    std::optional<int64_t> max_per_image,
+                                    c10::string_view truncated,
+                                    double truncated_iof,
+                                    double truncated_factor) {
   return merge_tiles_with(
       {boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes},
-      {score_threshold, iou_threshold, class_agnostic, max_per_image, parse_truncated(truncated), truncated_iof,
-       truncated_factor},
+      {score_threshold, iou_threshold, class_agnostic, max_per_image, parse_truncated(truncated),
+       truncated_iof, truncated_factor},
       backend);
 }
 

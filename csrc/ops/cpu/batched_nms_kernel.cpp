@@ -21,15 +21,21 @@ bool all_finite_in_parallel(const T* values, int64_t count) {
 }
 
 template <typename T, typename S>
-at::Tensor batched_nms_typed(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs, double iou_threshold, int64_t max_per_group) {
+at::Tensor batched_nms_typed(const at::Tensor& boxes,
+                             const at::Tensor& scores,
+                             const at::Tensor& idxs,
+                             double iou_threshold,
+                             int64_t max_per_group) {
   const int32_t n = static_cast<int32_t>(boxes.size(0));
   const at::Tensor boxes_c = boxes.to(c10::CppTypeToScalarType<T>::value).contiguous();
   const at::Tensor scores_c = scores.to(c10::CppTypeToScalarType<S>::value).contiguous();
   const at::Tensor idxs_c = idxs.contiguous();
   const T* box_data = boxes_c.data_ptr<T>();
   const S* score_data = scores_c.data_ptr<S>();
-  TORCH_CHECK_VALUE(all_finite_in_parallel(box_data, 4 * static_cast<int64_t>(n)), "batched_nms: boxes must be finite (found NaN or inf)");
-  TORCH_CHECK_VALUE(all_finite_in_parallel(score_data, n), "batched_nms: scores must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(all_finite_in_parallel(box_data, 4 * static_cast<int64_t>(n)),
+                    "batched_nms: boxes must be finite (found NaN or inf)");
+  TORCH_CHECK_VALUE(all_finite_in_parallel(score_data, n),
+                    "batched_nms: scores must be finite (found NaN or inf)");
 
   std::vector<int32_t> members, starts;
   bucket_by_group(idxs_c.data_ptr<int64_t>(), n, members, starts);

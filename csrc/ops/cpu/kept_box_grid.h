@@ -110,7 +110,8 @@ class KeptBoxGrid {
         const double width = x_max - x_min, height = y_max - y_min;
         const double max_cells = 4.0 * count + 64.0;
         // typical is a full side, the grid is in half coordinates: cells of two sides.
-        cell = std::max({typical, std::sqrt(width * height / max_cells), width / max_cells, height / max_cells});
+        cell =
+            std::max({typical, std::sqrt(width * height / max_cells), width / max_cells, height / max_cells});
       }
     }
     x_origin_ = cell > 0 ? x_min : 0.0;
@@ -122,12 +123,14 @@ class KeptBoxGrid {
     ranges_.resize(count);
     for (int32_t r = 0; r < count; ++r) {  // branch-free, for the compiler to vectorize
       const T* b = box(r);
-      ranges_[r] = {cell_index(0.5 * b[0], x_origin_, columns_ - 1), cell_index(0.5 * b[2], x_origin_, columns_ - 1),
+      ranges_[r] = {cell_index(0.5 * b[0], x_origin_, columns_ - 1),
+                    cell_index(0.5 * b[2], x_origin_, columns_ - 1),
                     cell_index(0.5 * b[1], y_origin_, rows - 1), cell_index(0.5 * b[3], y_origin_, rows - 1)};
     }
   }
 
-  // The larger side, in double (no overflow for float boxes; inf for a float64 box wider than double's range).
+  // The larger side, in double (no overflow for float boxes; inf for a float64 box wider than double's
+  // range).
   static double side_of(const T* b) {
     return std::max(static_cast<double>(b[2]) - b[0], static_cast<double>(b[3]) - b[1]);
   }
@@ -181,8 +184,8 @@ class KeptBoxGrid {
   std::vector<CellRange> ranges_;  // of each box, by rank
   std::vector<int32_t> heads_;     // first entry of each cell, or -1
   std::vector<Entry> entries_;
-  std::vector<int32_t> large_;     // kept boxes spanning more than kLargeCells cells
-  std::vector<double> sides_;      // scratch of reset
+  std::vector<int32_t> large_;  // kept boxes spanning more than kLargeCells cells
+  std::vector<double> sides_;   // scratch of reset
 };
 
 }  // namespace tinyfast

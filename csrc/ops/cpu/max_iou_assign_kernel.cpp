@@ -50,7 +50,8 @@ void argmax_pass_cpu(const AssignProblem<T>& problem) {
   int64_t* const row_data = rows.data_ptr<int64_t>();
   for_each_box(problem.num_boxes, tasks, [&](int64_t task, int64_t box) {
     int64_t* const row = row_data + task * problem.num_gts;
-    assign_box_argmax_pass(problem, box, [row](int64_t gt, int64_t index) { row[gt] = tf_min(row[gt], index); });
+    assign_box_argmax_pass(problem, box,
+                           [row](int64_t gt, int64_t index) { row[gt] = tf_min(row[gt], index); });
   });
   const at::Tensor minima = rows.amin(0);
   std::copy_n(minima.data_ptr<int64_t>(), problem.num_gts, problem.gt_argmax);
@@ -58,9 +59,8 @@ void argmax_pass_cpu(const AssignProblem<T>& problem) {
 
 template <typename T>
 void low_quality_pass_cpu(const AssignProblem<T>& problem) {
-  for_each_box(problem.num_boxes, num_tasks(problem.num_boxes), [&](int64_t, int64_t box) {
-    assign_box_low_quality_pass(problem, box);
-  });
+  for_each_box(problem.num_boxes, num_tasks(problem.num_boxes),
+               [&](int64_t, int64_t box) { assign_box_low_quality_pass(problem, box); });
 }
 
 template <typename T>
