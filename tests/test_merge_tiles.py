@@ -245,7 +245,7 @@ def test_a_box_at_an_image_border_is_not_truncated():
         (lambda c: c.__setitem__("tiles", torch.ones(2, 3)), "tiles must have shape"),
         (lambda c: c.__setitem__("labels", torch.zeros(3)), "labels must be an integer tensor"),
         (lambda c: c.__setitem__("tile_flips", torch.zeros(2)), "tile_flips must be a bool tensor"),
-        (lambda c: c.__setitem__("tile_flips", torch.zeros(2, dtype=torch.int64)), "tile_flips must be a bool"),
+        (lambda c: c.__setitem__("tile_flips", torch.tensor([0, 1])), "tile_flips must be a bool"),
         (lambda c: c.__setitem__("tile_index", [0, 0, 1]), "tile_index must be a torch.Tensor"),
     ],
 )
