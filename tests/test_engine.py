@@ -176,7 +176,7 @@ def test_cli_argument_errors(tmp_path, capsys):
         test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
     assert train_cli.main([f"run_dir={tmp_path}", "--resume-from", str(tmp_path / "gone.pth")]) == 2
     assert "gone.pth does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "config.json").exists()  # stopped before anything else
+    assert not (tmp_path / "config.toml").exists()  # stopped before anything else
     with pytest.raises(SystemExit):
         train_cli.main(["--resume", "--resume-from", "x.pth"])
     other_model = tmp_path / "run" / "epoch_1.pth"

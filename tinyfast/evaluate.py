@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tinyfast.evaluation import EvalParams, MissRateParams, evaluate, format_report
+from tinyfast.evaluation.coco_format import match_by_file_name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,11 +22,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--mr", action="store_true", help="also print the log-average miss rate per size setup"
     )
+    parser.add_argument(
+        "--by-file-name",
+        action="store_true",
+        help="match the results to the ground truth's images by their file_name (predict's results.json)",
+    )
     args = parser.parse_args(argv)
     params = EvalParams.tinyperson(args.max_dets)
     mr_params = MissRateParams(max_dets=args.max_dets) if args.mr else None
     try:
-        metrics = evaluate(args.gt, args.results, args.max_dets, miss_rate=args.mr)
+        results = match_by_file_name(args.results, args.gt) if args.by_file_name else args.results
+        metrics = evaluate(args.gt, results, args.max_dets, miss_rate=args.mr)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -87,6 +87,12 @@ def apply_override(config: dict, override: str) -> None:
     node[leaf] = _parse_value(text)
 
 
+def with_defaults(config: dict) -> dict:
+    """`config` over the shipped `base.toml`: a config saved by an older version (a checkpoint's) gets the
+    defaults of the keys added since."""
+    return _merge(_read(CONFIG_DIR / "base.toml"), config)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The config at `path` (a file or a shipped config's name; default: the embedded default run's) with
     its `base` files merged in and `overrides` (`key.sub=value`) applied."""

@@ -29,6 +29,7 @@ from tinyfast.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from tinyfast.engine.config import to_toml
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.modeling import DETECTORS
@@ -241,7 +242,7 @@ class Trainer:
 
     def _prepare_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        (self.run_dir / "config.toml").write_text(to_toml(self.config))
         for path in remove_partial_writes(self.run_dir):
             self._info(f"removed {path.name}, a checkpoint write that never finished")
         prepare_data(self.config["data"])
@@ -485,7 +486,7 @@ def train(
 
     Under torchrun every process calls this; it joins the process group and leaves it at the end.
     `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
-    `train.auto_resume`). Writes `config.json`, `log.jsonl`, `train.log`, checkpoints, results and metrics
+    `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `train.log`, checkpoints, results and metrics
     into `run_dir`; returns the model and the last metrics."""
     settings = config["train"]
     with distributed.launch(settings["device"]) as processes:
