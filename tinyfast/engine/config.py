@@ -11,7 +11,6 @@ config does not have is an error, so that a typo never goes unnoticed.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import tomllib
@@ -102,8 +101,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: backslash, quote and the control characters (U+0000-U+001F, U+007F) escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'
+
+
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _toml_value(value, where: str) -> str:
@@ -116,7 +121,7 @@ def _toml_value(value, where: str) -> str:
             return "nan"
         return repr(value)  # 1.0, 1e-05, inf, -inf: all TOML floats
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON string escapes are TOML basic-string escapes
+        return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item, f"{where}[{i}]") for i, item in enumerate(value)) + "]"
     raise ValueError(f"config value {where} = {value!r} has no TOML form ({type(value).__name__})")

@@ -30,6 +30,7 @@ from tinyfast.engine.checkpoint import (
     save_checkpoint,
 )
 from tinyfast.engine.config import to_toml
+from tinyfast.engine.curves import plot_curves, write_tensorboard
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.modeling import DETECTORS
@@ -356,6 +357,8 @@ class Trainer:
                     metrics = self._evaluate(records)
             if interval >= 0:
                 metrics = self._evaluate(records)
+        if self.processes.is_main:
+            self._write_curves()
         if self.position.skipped_batches or self.position.skipped_images:
             self._info(
                 f"skipped {self.position.skipped_batches} batch(es) with a non-finite loss and left out "
@@ -363,6 +366,15 @@ class Trainer:
                 logging.WARNING,
             )
         return self.model, metrics
+
+    def _write_curves(self) -> None:
+        """curves.png (and TensorBoard events when tensorboard is installed) from log.jsonl; a run whose
+        curves cannot be drawn has still trained: a warning, not an error."""
+        try:
+            plot_curves(self.run_dir)
+            write_tensorboard(self.run_dir)
+        except (ImportError, OSError, ValueError) as error:
+            self._info(f"no training curves: {error}", logging.WARNING)
 
     def _train_epoch(self, records) -> None:
         epoch, epochs = self.position.epoch, self.config["train"]["epochs"]
@@ -486,8 +498,8 @@ def train(
 
     Under torchrun every process calls this; it joins the process group and leaves it at the end.
     `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
-    `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `train.log`, checkpoints, results and metrics
-    into `run_dir`; returns the model and the last metrics."""
+    `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `curves.png`, `train.log`, checkpoints, results
+    and metrics into `run_dir`; returns the model and the last metrics."""
     settings = config["train"]
     with distributed.launch(settings["device"]) as processes:
         with (
