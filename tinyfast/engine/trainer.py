@@ -34,6 +34,7 @@ from tinyfast.engine.curves import plot_curves, write_tensorboard
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.modeling import DETECTORS
+from tinyfast.modeling.backbone import check_pretrained
 
 log = logging.getLogger("tinyfast.train")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -194,6 +195,7 @@ class Trainer:
         torch.manual_seed(settings["seed"])
         np.random.seed(settings["seed"])
         random.seed(settings["seed"])
+        check_pretrained(config["model"])
         if processes.is_main:
             self._prepare_run_folder()
         distributed.barrier()
