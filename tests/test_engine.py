@@ -264,4 +264,4 @@ def test_a_frozen_backbone_without_pretrained_weights_stops_before_training(tmp_
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "model.pretrained = false" in error
     assert "model.backbone_norm = 'frozen'" in error and "model.frozen_stages = 1" in error
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "config.toml").exists()  # stopped before the run began
