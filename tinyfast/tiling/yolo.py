@@ -25,8 +25,8 @@ class UltralyticsDetector:
 
     def __init__(self, model: torch.nn.Module, iou_threshold: float = 0.7, label_offset: int = 0):
         wrapped = getattr(model, "model", None)  # a YOLO holds its DetectionModel in .model
-        self.network = wrapped if hasattr(wrapped, "stride") else model
-        if not hasattr(self.network, "stride"):
+        self.network = wrapped if isinstance(getattr(wrapped, "stride", None), torch.Tensor) else model
+        if not isinstance(getattr(self.network, "stride", None), torch.Tensor):  # its levels' strides
             raise ValueError("UltralyticsDetector: model must be an ultralytics YOLO or DetectionModel")
         self.iou_threshold = iou_threshold
         self.label_offset = label_offset
