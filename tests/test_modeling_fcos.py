@@ -97,8 +97,11 @@ def test_missing_pretrained_weights_offline_warn_and_fall_back_to_random_init(tm
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "urlopen", _network_unreachable)
     where = re.escape(f"put resnet18-f37072fd.pth there (from {ResNet18_Weights.IMAGENET1K_V1.url})")
-    with pytest.warns(UserWarning, match=f"not in {re.escape(str(tmp_path / 'checkpoints'))} .*Network is unreachable"
-                      f".*random initialisation.*{where}"):
+    with pytest.warns(
+        UserWarning,
+        match=f"not in {re.escape(str(tmp_path / 'checkpoints'))} .*Network is unreachable"
+        f".*random initialisation.*{where}",
+    ):
         assert local_imagenet_weights("resnet18") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -222,11 +225,20 @@ def test_frozen_backbone_without_pretrained_weights_stops_before_training(tmp_pa
     monkeypatch.setattr(torch.hub, "urlopen", _network_unreachable)
     names = r"model.backbone_norm = 'frozen' and model.frozen_stages = 1 .*model.pretrained"
     with pytest.raises(ValueError, match=f"{names} = false"):
-        check_pretrained({"backbone": "resnet18", "pretrained": False, "backbone_norm": "frozen", "frozen_stages": 1})
-    with pytest.warns(UserWarning, match="could not be downloaded"), pytest.raises(
-        ValueError, match=f"{names} = true but they are not available"
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": False, "backbone_norm": "frozen", "frozen_stages": 1}
+        )
+    with (
+        pytest.warns(UserWarning, match="could not be downloaded"),
+        pytest.raises(ValueError, match=f"{names} = true but they are not available"),
     ):
-        check_pretrained({"backbone": "resnet18", "pretrained": True, "backbone_norm": "frozen", "frozen_stages": 1})
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": True, "backbone_norm": "frozen", "frozen_stages": 1}
+        )
     with pytest.raises(ValueError, match="model.frozen_stages = 0"):  # trained BatchNorm, frozen stem
-        check_pretrained({"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": 0})
-    check_pretrained({"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": -1})
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": 0}
+        )
+    check_pretrained(
+        {"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": -1}
+    )

@@ -53,8 +53,12 @@ def test_two_stage_labels_that_count_the_background_are_a_clear_error():
     assert len(found["labels"]) and int(found["labels"].min()) == 1
     with pytest.raises(ValueError, match="image 3 has label 1, outside the 1 category ids"):
         coco_results([found], [3])
-    assert TorchvisionDetector(torchvision.models.detection.fcos_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=2)).label_offset == 0
+    assert (
+        TorchvisionDetector(
+            torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+        ).label_offset
+        == 0
+    )
 
 
 ultralytics = pytest.importorskip("ultralytics", reason="ultralytics is optional (pip install ultralytics)")
@@ -87,7 +91,9 @@ def reference_detections(network, tiles, settings, iou):
 
 
 def test_yolo_adapter_honours_threshold_top_k_per_tile_nms_and_cap(yolo):
-    tiles = torch.rand(2, 3, 200, 300, generator=torch.Generator().manual_seed(1)) * 255  # not multiples of 32
+    tiles = (
+        torch.rand(2, 3, 200, 300, generator=torch.Generator().manual_seed(1)) * 255
+    )  # not multiples of 32
     detector = UltralyticsDetector(yolo)
     everything = detector(tiles, TileSettings(nms_pre=None, per_tile_nms=False, score_threshold=None))
     threshold = float(everything[0]["scores"].median())

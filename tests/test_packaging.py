@@ -60,8 +60,8 @@ def test_the_built_package_holds_the_configs_and_the_console_command(built_packa
     elsewhere.mkdir()
     check = (
         "import tinyfast.engine.config as c, pathlib; "
-        "assert pathlib.Path(c.__file__).is_relative_to(pathlib.Path(%r)); "
-        "print(c.load_config('fcos_rpi640')['run_dir'], c.load_config()['run_dir'])" % str(built_package)
+        f"assert pathlib.Path(c.__file__).is_relative_to(pathlib.Path({str(built_package)!r})); "
+        "print(c.load_config('fcos_rpi640')['run_dir'], c.load_config()['run_dir'])"
     )
     done = _run([sys.executable, "-c", check], elsewhere, built_package)
     assert done.returncode == 0, done.stderr

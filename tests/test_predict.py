@@ -10,19 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run_overrides
 from PIL import Image
 from pycocotools.coco import COCO
 from torchvision.io import decode_jpeg, encode_jpeg
 
 import tinyfast
+from tinyfast import plot as plot_cli
 from tinyfast import predict as predict_cli
 from tinyfast import test as test_cli
 from tinyfast.data.convert import main as convert_main
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
+from tinyfast.engine.curves import read_log, tensorboard_available
 from tinyfast.engine.trainer import train
 from tinyfast.evaluate import main as evaluate_main
-
-from conftest import tiny_run_overrides
 
 RPI_VALID = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyperson-rpi640" / "valid"
 needs_rpi = pytest.mark.skipif(not RPI_VALID.is_dir(), reason="../shared/data/tinyperson-rpi640 not present")
@@ -78,8 +79,19 @@ def test_predict_end_to_end_on_real_images(tiny_run, rpi_images, tmp_path, capsy
     (inputs / "broken.jpg").write_bytes((rpi_images / "images" / names[0]).read_bytes()[:300])
     out = tmp_path / "out"
     code = predict_cli.main(
-        [str(tiny_run), str(inputs), "--recursive", "--out", str(out), "--show-threshold", str(SHOW),
-         "--save-txt", "--no-progress", "--batch", "2"]
+        [
+            str(tiny_run),
+            str(inputs),
+            "--recursive",
+            "--out",
+            str(out),
+            "--show-threshold",
+            str(SHOW),
+            "--save-txt",
+            "--no-progress",
+            "--batch",
+            "2",
+        ]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -109,8 +121,11 @@ def test_predict_end_to_end_on_real_images(tiny_run, rpi_images, tmp_path, capsy
         visual = out / "visuals" / Path(image["file_name"]).with_suffix(".jpg")
         found = {
             "boxes": torch.tensor(
-                [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                 for a in predictions["annotations"] if a["image_id"] == image["id"]]
+                [
+                    [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                    for a in predictions["annotations"]
+                    if a["image_id"] == image["id"]
+                ]
             ).reshape(-1, 4),
             "scores": torch.tensor(scores),
         }
@@ -125,7 +140,9 @@ def test_predict_end_to_end_on_real_images(tiny_run, rpi_images, tmp_path, capsy
     assert "file_name = 'grey16.png' is not an image of the ground truth" in capsys.readouterr().err
     flat = tmp_path / "flat.json"
     flat.write_text(
-        json.dumps([{**r, "file_name": Path(r["file_name"]).name} for r in results if "grey" not in r["file_name"]])
+        json.dumps(
+            [{**r, "file_name": Path(r["file_name"]).name} for r in results if "grey" not in r["file_name"]]
+        )
     )
     assert evaluate_main([str(rpi_images / "gt.json"), str(flat), "--by-file-name"]) == 0
     assert "AP" in capsys.readouterr().out
@@ -158,8 +175,12 @@ def test_load_detector_on_a_run_folder_and_a_checkpoint_matches_tinyfast_test(ti
 def test_test_cli_takes_a_checkpoint_alone_and_overrides(tiny_run, tmp_path, capsys):
     out = tmp_path / "after"
     checkpoint = tiny_run / "latest.pth"
-    assert test_cli.main([str(checkpoint), "test.tile=[320, 320]", "--policy", "after", "--out", str(out),
-                          "--no-progress"]) == 0
+    assert (
+        test_cli.main(
+            [str(checkpoint), "test.tile=[320, 320]", "--policy", "after", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     assert "AP50" in capsys.readouterr().out and (out / "results_after.json").is_file()
     assert test_cli.main([str(tmp_path), "--no-progress"]) == 2
     assert "not a run folder" in capsys.readouterr().err
@@ -207,3 +228,34 @@ def test_detector_predicts_tensors_grey_large_and_batched(tiny_run):
         detector.predict(colour)
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         detector.predict([torch.zeros(2, 5, 5)])
+
+
+def test_training_draws_its_curves_and_plot_redraws_them(tiny_run, tmp_path, capsys):
+    picture = tiny_run / "curves.png"
+    assert picture.is_file() and Image.open(picture).size == (1500, 400)
+    steps, evaluations = read_log(tiny_run)
+    assert len(steps) == 8 and evaluations == []  # test.eval_interval = -1: no evaluation
+    assert plot_cli.main([str(tiny_run), "--out", str(tmp_path / "again.png")]) == 0
+    assert Image.open(tmp_path / "again.png").size == (1500, 400)
+    assert (tiny_run / "tensorboard").is_dir() == tensorboard_available()
+    run = tmp_path / "copy"
+    run.mkdir()
+    lines = (tiny_run / "log.jsonl").read_text().splitlines()
+    evaluation = {"epoch": 1, "iteration": 8, "AP50_tiny": 0.25, "AR50_tiny": 0.5}
+    (run / "log.jsonl").write_text("\n".join([*lines, json.dumps(evaluation), '{"epoch": 2, "iter']) + "\n")
+    steps, evaluations = read_log(run)  # a half-written last line (a killed run) is left out
+    assert len(steps) == 8 and evaluations == [evaluation]
+    assert plot_cli.main([str(run)]) == 0 and (run / "curves.png").is_file()
+    capsys.readouterr()
+    assert plot_cli.main([str(tmp_path / "nothing")]) == 2
+    assert "log.jsonl does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not tensorboard_available(), reason="tensorboard is optional")
+def test_tensorboard_events_hold_the_logged_scalars(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("train/loss")) == 8

@@ -29,7 +29,9 @@ from tinyfast.engine.predictor import as_rgb_uint8, count_found, draw_detections
 CATEGORIES = [{"id": 1, "name": "person"}]
 
 
-def collect_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+def collect_inputs(
+    inputs: list[str], recursive: bool
+) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
     """The files to read, each with the name it gets in the outputs (its path relative to the folder or
     glob it came from; a file given by itself: its name), and the inputs that name nothing."""
     files: list[tuple[Path, str]] = []
@@ -85,9 +87,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="also read the subfolders of folders")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU if any)")
-    parser.add_argument("--batch", type=int, default=None, help="images per batch (default test.images_per_batch)")
-    parser.add_argument("--show-threshold", type=float, default=0.3, help="score of the boxes drawn and counted")
-    parser.add_argument("--save-txt", action="store_true", help="YOLO labels per image (boxes drawn) in labels/")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per batch (default test.images_per_batch)"
+    )
+    parser.add_argument(
+        "--show-threshold", type=float, default=0.3, help="score of the boxes drawn and counted"
+    )
+    parser.add_argument(
+        "--save-txt", action="store_true", help="YOLO labels per image (boxes drawn) in labels/"
+    )
     parser.add_argument("--no-visuals", action="store_true", help="do not write visuals/")
     parser.add_argument("--no-progress", action="store_true")
     test = parser.add_argument_group("tiled inference (default: the model's [test] settings)")
@@ -149,7 +157,13 @@ class Outputs:
                 }
             )
             self.results.append(
-                {"image_id": image_id, "file_name": name, "category_id": category, "bbox": box, "score": score}
+                {
+                    "image_id": image_id,
+                    "file_name": name,
+                    "category_id": category,
+                    "bbox": box,
+                    "score": score,
+                }
             )
         self.shown[name] = count_found(found, self.show_threshold)
         if self.visuals is not None:
@@ -165,7 +179,9 @@ class Outputs:
         dataset = {"images": self.images, "annotations": self.annotations, "categories": CATEGORIES}
         (self.out_dir / "predictions.json").write_text(json.dumps(dataset))
         (self.out_dir / "results.json").write_text(json.dumps(self.results))
-        (self.out_dir / "summary.json").write_text(json.dumps({**summary, "shown_per_image": self.shown}, indent=1))
+        (self.out_dir / "summary.json").write_text(
+            json.dumps({**summary, "shown_per_image": self.shown}, indent=1)
+        )
 
 
 def _yolo_rows(found: dict[str, torch.Tensor], threshold: float, width: int, height: int) -> list[str]:
@@ -184,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     files, skipped = collect_inputs(args.inputs, args.recursive)
     if not files:
         named = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        print(f"error: no input files to read{named}; give image files, folders or glob patterns", file=sys.stderr)
+        print(
+            f"error: no input files to read{named}; give image files, folders or glob patterns",
+            file=sys.stderr,
+        )
         return 2
     if args.batch is not None and args.batch < 1:
         print(f"error: --batch must be >= 1, got {args.batch}", file=sys.stderr)

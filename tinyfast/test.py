@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a run folder or a checkpoint (.pth), or a config (file or name)")
     parser.add_argument(
-        "rest", nargs="*", metavar="[CHECKPOINT] key.sub=value", help="after a config: its checkpoint; overrides"
+        "rest",
+        nargs="*",
+        metavar="[CHECKPOINT] key.sub=value",
+        help="after a config: its checkpoint; overrides",
     )
     parser.add_argument("--policy", choices=("during", "after"), default=None, help="merge policy")
     parser.add_argument("--out", default=None, help="folder for results and metrics")

@@ -30,7 +30,9 @@ def resolve_model(source: str | Path) -> tuple[dict, Path]:
     if path.is_dir():
         checkpoint = path / LATEST
         if not checkpoint.is_file():
-            raise ValueError(f"model {path} is a folder without {LATEST}: not a run folder of a trained model")
+            raise ValueError(
+                f"model {path} is a folder without {LATEST}: not a run folder of a trained model"
+            )
         if (path / RUN_CONFIG).is_file():
             return with_defaults(load_config(path / RUN_CONFIG)), checkpoint
     elif path.is_file():

@@ -50,7 +50,9 @@ class TorchvisionDetector:
 
     def __init__(self, model: torch.nn.Module, label_offset: int | None = None):
         self.model = model
-        self.label_offset = (1 if hasattr(model, "roi_heads") else 0) if label_offset is None else label_offset
+        self.label_offset = (
+            (1 if hasattr(model, "roi_heads") else 0) if label_offset is None else label_offset
+        )
         self._head = getattr(model, "roi_heads", model)
         self._nms_threshold = self._head.nms_thresh
 

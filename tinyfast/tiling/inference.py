@@ -150,7 +150,8 @@ def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
     x1, y1, x2, y2 = view.crop
     crop = image[:, y1:y2, x1:x2]
     if view.scale != 1.0:
-        crop = F.interpolate(crop[None].float(), size=_view_size(view), mode="bilinear", align_corners=False)[0]
+        size = _view_size(view)
+        crop = F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     return crop.flip(-1) if view.flipped else crop
 
 
