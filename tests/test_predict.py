@@ -259,3 +259,63 @@ def test_tensorboard_events_hold_the_logged_scalars(tiny_run):
     events.Reload()
     assert {"train/loss", "train/lr"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("train/loss")) == 8
+
+
+def test_predict_flags_override_the_models_test_settings(tiny_run):
+    args = predict_cli.parse_args(
+        [
+            str(tiny_run),
+            "x.jpg",
+            "--out",
+            "o",
+            "--policy",
+            "after",
+            "--tile",
+            "320",
+            "256",
+            "--overlap",
+            "32",
+            "32",
+            "--scales",
+            "1",
+            "1.5",
+            "--flips",
+            "--truncated",
+            "drop",
+            "--score-threshold",
+            "0.2",
+            "--max-per-img",
+            "50",
+            "--tile-batch",
+            "4",
+        ]
+    )
+    overrides = predict_cli.overrides_of(args)
+    detector = tinyfast.load_detector(tiny_run, device="cpu", overrides=overrides)
+    test = detector.config["test"]
+    assert (test["policy"], test["tile"], test["overlap"], test["scales"]) == (
+        "after",
+        [320, 256],
+        [32, 32],
+        [1, 1.5],
+    )
+    assert (test["flips"], test["truncated"], test["max_per_img"], test["tile_batch_size"]) == (
+        True,
+        "drop",
+        50,
+        4,
+    )
+    assert detector.config["model"]["score_threshold"] == 0.2
+    assert detector.inference.options == {
+        "tile": (320, 256),
+        "overlap": (32, 32),
+        "scales": (1, 1.5),
+        "flips": True,
+        "truncated": "drop",
+        "tile_batch_size": 4,
+    }
+    assert detector.inference.policy.tile_settings.max_per_tile == 50  # "after": the cap is per tile
+    assert detector.inference.policy.tile_settings.score_threshold == 0.2
+    assert predict_cli.overrides_of(predict_cli.parse_args([str(tiny_run), "--out", "o"])) == []
+    with pytest.raises(ValueError, match="test.truncated must be"):
+        tinyfast.load_detector(tiny_run, device="cpu", overrides=["test.truncated=sideways"])

@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {item}: {reason}", file=sys.stderr)
     print(
         f"read {len(outputs.images)} image(s), skipped {len(skipped)}; found {persons} person(s) scoring "
-        f">= {args.show_threshold:g} ({len(outputs.annotations)} detections kept) in {seconds:.1f} s; "
-        f"outputs in {out_dir}"
+        f">= {args.show_threshold:g} ({len(outputs.annotations)} detections kept) in {seconds:.1f} s "
+        f"({len(outputs.images) / seconds:.2f} images/s); outputs in {out_dir}"
     )
     if not outputs.images:
         print(f"error: none of the {len(files)} input file(s) is a readable image", file=sys.stderr)
