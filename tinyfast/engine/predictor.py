@@ -140,8 +140,8 @@ def draw_detections(
     shown = found["scores"] >= threshold
     side = max(image.shape[-2:])
     width = width or max(1, round(side / 640))
-    drawn = draw_bounding_boxes(image, found["boxes"][shown].float(), colors=color, width=width)
     count = int(shown.sum())
+    drawn = draw_bounding_boxes(image, found["boxes"][shown].float(), colors=color, width=width) if count else image
     text = f"{count} person{'' if count == 1 else 's'} (score >= {threshold:g})"
     size = max(10, round(side / 40))
     try:
