@@ -1,4 +1,4 @@
-"""Training sub-images ("corner" cutting), as the reference does it (tinyperson-protocol.md, section 2).
+"""Training sub-images ("corner" cutting), as the reference does it (docs/protocol.md §2).
 
 This is not the inference tile grid of section 3 (tinyfast.tiling): the step here is `sub - overlap`,
 the count is ceil((size - overlap) / step), and the last cut is moved back to end at the image edge.
