@@ -186,6 +186,8 @@ def test_test_cli_takes_a_checkpoint_alone_and_overrides(tiny_run, tmp_path, cap
     assert "not a run folder" in capsys.readouterr().err
     assert test_cli.main([str(DEFAULT_CONFIG), "--no-progress"]) == 2
     assert "give the checkpoint" in capsys.readouterr().err
+    assert test_cli.main([str(tmp_path / "no_such_run"), "--no-progress"]) == 2
+    assert "neither a run folder, a checkpoint (.pth) nor a config" in capsys.readouterr().err
 
 
 def test_predict_without_input_is_a_one_line_error(tiny_run, tmp_path):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine import distributed
-from tinyfast.engine.config import apply_override, load_config
+from tinyfast.engine.config import apply_override, config_path, load_config, shipped_configs
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.predictor import resolve_model
 from tinyfast.engine.trainer import load_model
@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
             for override in overrides:
                 apply_override(config, override)
         else:
+            try:
+                config_path(args.model)
+            except ValueError:
+                raise ValueError(
+                    f"{args.model} is neither a run folder, a checkpoint (.pth) nor a config (a file or the "
+                    f"name of a shipped one: {', '.join(shipped_configs())})"
+                ) from None
             if not args.rest or "=" in args.rest[0]:
                 raise ValueError(f"{args.model} is a config: give the checkpoint to test after it")
             checkpoint, overrides = args.rest[0], args.rest[1:]
