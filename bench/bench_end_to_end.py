@@ -8,8 +8,8 @@
   (``sahi.postprocess.combine.batched_nms``, the same IoU threshold, per class, its fastest backend; numpy
   in quick mode) merges them, then the best 1000 are kept.
 
-The model is the default run's Adap FCOS (configs/fcos_synthetic.toml: ResNet-18, 64-channel FPN P2-P6, two
-GroupNorm convs per tower) with random weights (seed 0), except that the classification prior is 0.5 with
+The model is the default run's Adap FCOS (tinyfast/configs/fcos_synthetic.toml: ResNet-18, 64-channel FPN
+P2-P6, two GroupNorm convs per tower) with random weights (seed 0), except that the classification prior is 0.5 with
 weights 5x the initial ones and the regression starts at 2 strides per side: every candidate passes
 ``score_thr``, scores spread over (0, 1) and neighbouring candidates overlap as a trained dense head's do,
 so the merge gets its full load (the best 1000 locations per tile and level: 40,800 boxes). Both sides get

@@ -176,7 +176,7 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "argument --policy: invalid choice: 'sideways'" in capsys.readouterr().err
     assert train_cli.main([f"run_dir={tmp_path}", "--resume-from", str(tmp_path / "gone.pth")]) == 2
     assert "gone.pth does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "config.json").exists()  # stopped before anything else
+    assert not (tmp_path / "config.toml").exists()  # stopped before anything else
     assert train_cli.main(["--resume", "--resume-from", "x.pth"]) == 2
     assert "not allowed with argument --resume" in capsys.readouterr().err
     other_model = tmp_path / "run" / "epoch_1.pth"
@@ -256,3 +256,12 @@ def test_detector_trains_and_tests_through_the_clis_with_both_policies(
             torchvision.ops.box_iou(boxes, boxes).fill_diagonal_(0).nan_to_num(0)
         )  # 0/0: zero-area boxes
         assert float(overlaps.max()) <= 0.5 + 1e-4  # one class: both policies' NMS 0.5 on the full image
+
+
+def test_a_frozen_backbone_without_pretrained_weights_stops_before_training(tmp_path, capsys):
+    frozen = ["model.backbone_norm=frozen", "model.frozen_stages=1"]  # the default run has pretrained = false
+    assert train_cli.main([f"run_dir={tmp_path / 'run'}", *frozen, "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "model.pretrained = false" in error
+    assert "model.backbone_norm = 'frozen'" in error and "model.frozen_stages = 1" in error
+    assert not (tmp_path / "run" / "config.toml").exists()  # stopped before the run began

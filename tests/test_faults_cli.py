@@ -129,7 +129,7 @@ BAD_ARGUMENTS = {
         (["{config}", "--no-progress", "train.nope=3"], "unknown key 'train.nope'"),
     ],
     "tinyfast.test": [
-        ([], "the following arguments are required: config, checkpoint"),
+        ([], "the following arguments are required: model"),
         (["{config}", "{missing}"], "does not exist"),
         (["{config}", "{text.txt}"], "is not a tinyfast checkpoint"),
         (["{config}", "x.pth", "--policy", "sideways"], "argument --policy: invalid choice: 'sideways'"),

@@ -19,6 +19,7 @@ from tinyfast.evaluation import (
     format_point_report,
     format_report,
 )
+from tinyfast.evaluation.coco_format import match_by_file_name
 from tinyfast.evaluation.points import DEFAULT_MATCH_THRESHOLDS, DEFAULT_POINT_MAX_DETS
 from tinyfast.utils import cli
 
@@ -45,13 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_MATCH_THRESHOLDS,
         help="with --points: normalised distances tau a point must be within (default 0.5 1.0 2.0)",
     )
+    parser.add_argument(
+        "--by-file-name",
+        action="store_true",
+        help="match the results to the ground truth's images by their file_name (predict's results.json)",
+    )
     args = parser.parse_intermixed_args(argv)
     if args.points:
         return _main_points(args)
     args.max_dets = 1000 if args.max_dets is None else args.max_dets
     params = EvalParams.tinyperson(args.max_dets)
     mr_params = MissRateParams(max_dets=args.max_dets) if args.mr else None
-    metrics = evaluate(args.gt, args.results, args.max_dets, miss_rate=args.mr)
+    results = match_by_file_name(args.results, args.gt) if args.by_file_name else args.results
+    metrics = evaluate(args.gt, results, args.max_dets, miss_rate=args.mr)
     print(format_report(metrics, params, mr_params))
     return 0
 

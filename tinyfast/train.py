@@ -1,6 +1,6 @@
 """Train a detector: `python -m tinyfast.train [CONFIG] [key.sub=value ...]`.
 
-With no arguments, the embedded default (configs/fcos_synthetic.toml): the synthetic set is generated on
+With no arguments, the embedded default (fcos_synthetic): the synthetic set is generated on
 first use, a small Adap FCOS is trained on the CPU and evaluated with tiled inference on the held-out
 images; checkpoints, logs, results and metrics go to its run folder and AP50 tiny is printed.
 
@@ -24,7 +24,9 @@ from tinyfast.utils import cli
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="python -m tinyfast.train", description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file in configs/")
+    parser.add_argument(
+        "config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file, or a shipped config's name"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     resume = parser.add_mutually_exclusive_group()

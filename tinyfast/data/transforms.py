@@ -86,13 +86,14 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def normalize(image: torch.Tensor, style: str | Normalization) -> torch.Tensor:
-    """uint8 (or 0-255 float) RGB CHW -> float32 normalised, in the style's channel order."""
+    """uint8 (or 0-255 float) RGB CHW (or a NCHW batch) -> float32 normalised, in the style's channel
+    order, on the image's device."""
     norm = NORMALIZATIONS[style] if isinstance(style, str) else style
     image = image.float()
     if norm.bgr:
-        image = image.flip(0)
-    mean = torch.tensor(norm.mean).view(3, 1, 1)
-    std = torch.tensor(norm.std).view(3, 1, 1)
+        image = image.flip(-3)
+    mean = torch.tensor(norm.mean, device=image.device).view(3, 1, 1)
+    std = torch.tensor(norm.std, device=image.device).view(3, 1, 1)
     return (image - mean) / std
 
 

@@ -1,5 +1,8 @@
 """Configs: TOML files that may name a `base` file to extend, plus `key.sub=value` overrides.
 
+A config is a path or the name of one shipped in the package (`tinyfast/configs/`): `fcos_rpi640` or
+`fcos_rpi640.toml`. `to_toml` writes a resolved config back as TOML (a run folder's `config.toml`).
+
 A value given on the command line is read as a TOML value (`train.lr=0.02`, `model.pretrained=false`,
 `train.steps=[8,11]`), or as a string when it is not one (`data.root=runs/x`). Overriding a key that the
 config does not have is an error, so that a typo never goes unnoticed.
@@ -8,12 +11,34 @@ config does not have is an error, so that a typo never goes unnoticed.
 from __future__ import annotations
 
 import copy
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "fcos_synthetic.toml"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def shipped_configs() -> list[str]:
+    """The names of the configs that ship with the package (`tinyfast/configs/*.toml`)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.toml"))
+
+
+def config_path(config: str | Path) -> Path:
+    """`config` itself when it is a file, else the shipped config of that name (with or without `.toml`);
+    ValueError naming it and the shipped names when it is neither."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and (CONFIG_DIR / path.with_suffix(".toml").name).is_file():
+        return CONFIG_DIR / path.with_suffix(".toml").name
+    raise ValueError(
+        f"config file {config} does not exist and is not the name of a shipped config "
+        f"({', '.join(shipped_configs())})"
+    )
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -61,8 +86,61 @@ def apply_override(config: dict, override: str) -> None:
     node[leaf] = _parse_value(text)
 
 
+def with_defaults(config: dict) -> dict:
+    """`config` over the shipped `base.toml`: a config saved by an older version (a checkpoint's) gets the
+    defaults of the keys added since."""
+    return _merge(_read(CONFIG_DIR / "base.toml"), config)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    config = _read(Path(path) if path is not None else DEFAULT_CONFIG)
+    """The config at `path` (a file or a shipped config's name; default: the embedded default run's) with
+    its `base` files merged in and `overrides` (`key.sub=value`) applied."""
+    config = _read(config_path(path) if path is not None else DEFAULT_CONFIG)
     for override in overrides:
         apply_override(config, override)
     return config
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: backslash, quote and the control characters (U+0000-U+001F, U+007F) escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_value(value, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value)  # 1.0, 1e-05, inf, -inf: all TOML floats
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item, f"{where}[{i}]") for i, item in enumerate(value)) + "]"
+    raise ValueError(f"config value {where} = {value!r} has no TOML form ({type(value).__name__})")
+
+
+def to_toml(config: dict) -> str:
+    """`config` (str, int, float, bool, lists of them, nested dicts) as TOML that `tomllib` reads back
+    equal: the top-level values first, then one table per dict."""
+    lines: list[str] = []
+
+    def table(node: dict, prefix: list[str]) -> None:
+        values = [(k, v) for k, v in node.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in node.items() if isinstance(v, dict)]
+        if prefix and (values or not tables):
+            lines.extend(["", "[" + ".".join(_toml_key(k) for k in prefix) + "]"])
+        for key, value in values:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value, '.'.join([*prefix, key]))}")
+        for key, value in tables:
+            table(value, [*prefix, key])
+
+    table(config, [])
+    return "\n".join(lines).lstrip("\n") + "\n"

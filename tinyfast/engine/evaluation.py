@@ -83,6 +83,42 @@ def _read_test_annotations(path: Path) -> dict:
     return coco
 
 
+@dataclasses.dataclass(frozen=True)
+class TiledInference:
+    """How a config's model sees full images: its merge policy and the `detect_images` options, from the
+    `[test]` section (`tile`, `overlap`, `scales`, `flips`, `truncated`, `max_per_img`, `tile_batch_size`)."""
+
+    policy: MergePolicy
+    options: dict
+
+    def __call__(self, detector, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return detect_images(detector, images, self.policy, **self.options)
+
+
+def tiled_inference(config: dict, policy: str | None = None) -> TiledInference:
+    """The tiled inference of `config` with merge policy `policy` (default: `test.policy`)."""
+    test = config["test"]
+    if test["truncated"] not in ("keep", "drop", "downweight"):
+        raise ValueError(f"test.truncated must be 'keep', 'drop' or 'downweight', got {test['truncated']!r}")
+    for key in ("tile", "overlap"):
+        if len(test[key]) != 2 or any(not isinstance(v, int) or v < 0 for v in test[key]):
+            raise ValueError(f"test.{key} must be [width, height] in whole pixels, got {test[key]!r}")
+    if test["max_per_img"] < 0:
+        raise ValueError(f"test.max_per_img must be >= 0 (0: the policy's cap), got {test['max_per_img']}")
+    chosen = policy_for_model(
+        policy or test["policy"], config["model"], max_per_img=test["max_per_img"] or None
+    )
+    options = {
+        "tile": tuple(test["tile"]),
+        "overlap": tuple(test["overlap"]),
+        "scales": tuple(test["scales"]),
+        "flips": bool(test["flips"]),
+        "truncated": test["truncated"],
+        "tile_batch_size": test["tile_batch_size"],
+    }
+    return TiledInference(chosen, options)
+
+
 def evaluate_detector(
     detector,
     config: dict,
@@ -104,7 +140,7 @@ def evaluate_detector(
     does (on CPU: the same number of threads per process)."""
     data = config["data"]
     gt = task_ground_truth(_read_test_annotations(Path(data["test_annotations"])), data["task"])
-    chosen = policy_for_model(policy, config["model"])
+    inference = tiled_inference(config, policy)
     infos = gt["images"]
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
     mine = list(range(len(batches)))[distributed.rank() :: distributed.world_size()]
@@ -115,7 +151,7 @@ def evaluate_detector(
             for info in batches[index]
         ]
         with torch.no_grad():
-            detections = detect_images(detector, [image.to(device) for image in images], chosen)
+            detections = inference(detector, [image.to(device) for image in images])
         found.append((index, [{key: value.cpu() for key, value in d.items()} for d in detections]))
     gathered = distributed.gather_objects_to_main(found)
     metrics = None

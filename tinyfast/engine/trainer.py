@@ -29,10 +29,13 @@ from tinyfast.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from tinyfast.engine.config import to_toml
+from tinyfast.engine.curves import plot_curves, write_tensorboard
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.modeling import DETECTORS
+from tinyfast.modeling.backbone import check_pretrained
 
 log = logging.getLogger("tinyfast.train")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -193,6 +196,7 @@ class Trainer:
         torch.manual_seed(settings["seed"])
         np.random.seed(settings["seed"])
         random.seed(settings["seed"])
+        check_pretrained(config["model"])
         if processes.is_main:
             self._prepare_run_folder()
         distributed.barrier()
@@ -242,7 +246,7 @@ class Trainer:
 
     def _prepare_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        (self.run_dir / "config.toml").write_text(to_toml(self.config))
         for path in remove_partial_writes(self.run_dir):
             self._info(f"removed {path.name}, a checkpoint write that never finished")
         prepare_data(self.config["data"])
@@ -360,6 +364,8 @@ class Trainer:
                     metrics = self._evaluate(records)
             if interval >= 0:
                 metrics = self._evaluate(records)
+        if self.processes.is_main:
+            self._write_curves()
         if self.position.skipped_batches or self.position.skipped_images:
             self._info(
                 f"skipped {self.position.skipped_batches} batch(es) with a non-finite loss and left out "
@@ -367,6 +373,15 @@ class Trainer:
                 logging.WARNING,
             )
         return self.model, metrics
+
+    def _write_curves(self) -> None:
+        """curves.png (and TensorBoard events when tensorboard is installed) from log.jsonl; a run whose
+        curves cannot be drawn has still trained: a warning, not an error."""
+        try:
+            plot_curves(self.run_dir)
+            write_tensorboard(self.run_dir)
+        except (ImportError, OSError, ValueError) as error:
+            self._info(f"no training curves: {error}", logging.WARNING)
 
     def _train_epoch(self, records) -> None:
         epoch, epochs = self.position.epoch, self.config["train"]["epochs"]
@@ -490,8 +505,8 @@ def train(
 
     Under torchrun every process calls this; it joins the process group and leaves it at the end.
     `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
-    `train.auto_resume`). Writes `config.json`, `log.jsonl`, `train.log`, checkpoints, results and metrics
-    into `run_dir`; returns the model and the last metrics."""
+    `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `curves.png`, `train.log`, checkpoints, results
+    and metrics into `run_dir`; returns the model and the last metrics."""
     settings = config["train"]
     with distributed.launch(settings["device"]) as processes:
         with (

@@ -263,3 +263,19 @@ def _detections(results: Any, ground_truth: GroundTruth) -> Detections:
         boxes=_box_array(results, where) if len(results) else np.zeros((0, 4)),
         scores=scores,
     )
+
+
+def match_by_file_name(results: ResultsLike, gt: JsonLike) -> list[dict[str, Any]]:
+    """The results (each with a ``file_name``, as ``python -m tinyfast.predict`` writes them) with
+    ``image_id`` set to the id of the ground-truth image of that file name; ValueError naming the first
+    entry whose file name the ground truth does not have."""
+    results, data = _read_json(results, "results"), _read_json(gt, "ground truth")
+    try:
+        ids = {image["file_name"]: image["id"] for image in data["images"]}
+    except (KeyError, TypeError):
+        raise ValueError("every image of the ground truth needs a 'file_name' and an 'id'") from None
+    names = _column(results, "file_name", "results")
+    for index, name in enumerate(names):
+        if name not in ids:
+            raise ValueError(f"results[{index}].file_name = {name!r} is not an image of the ground truth")
+    return [{**entry, "image_id": ids[name]} for entry, name in zip(results, names, strict=True)]

@@ -44,20 +44,46 @@ _NORMS = {
 
 
 def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
-    """torchvision's ImageNet weights for backbone `name` if they are in the local torch hub cache.
+    """torchvision's ImageNet weights for backbone `name`, in the local torch hub cache.
 
-    Nothing is downloaded: without the file the caller gets None and a warning saying where to put it.
+    When the file is not there it is downloaded through torchvision's weights API (with a progress bar);
+    when that fails (offline) the caller gets None and a warning naming the file, where it goes and where
+    it comes from.
     """
     weights = BACKBONES[name][1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.is_file():
         return weights
-    warnings.warn(
-        f"ImageNet weights for {name} are not in {cached.parent}: the backbone starts from random "
-        f"initialisation. To use them, put {Path(weights.url).name} there (from {weights.url}).",
-        stacklevel=2,
+    try:
+        weights.get_state_dict(progress=True)  # downloads into the cache, checking the file's hash
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad download a RuntimeError
+        warnings.warn(
+            f"ImageNet weights for {name} are not in {cached.parent} and could not be downloaded ({error}): "
+            f"the backbone starts from random initialisation. To use them, put {cached.name} there "
+            f"(from {weights.url}).",
+            stacklevel=2,
+        )
+        return None
+    return weights
+
+
+def check_pretrained(model_config: dict) -> None:
+    """A backbone with frozen BatchNorm or frozen stages needs ImageNet weights: without them (none asked
+    for, or none to be had) its statistics and first layers would stay random and the run would train
+    noise. ValueError naming the three settings, before any training; ImageNet weights missing from the
+    cache are downloaded here (see `local_imagenet_weights`)."""
+    pretrained = model_config.get("pretrained", True)
+    norm, frozen = model_config.get("backbone_norm", "frozen"), model_config.get("frozen_stages", 1)
+    if norm != "frozen" and frozen < 0:
+        return
+    if pretrained and local_imagenet_weights(model_config.get("backbone", "resnet50")) is not None:
+        return
+    why = "model.pretrained = true but they are not available" if pretrained else "model.pretrained = false"
+    raise ValueError(
+        f"model.backbone_norm = {norm!r} and model.frozen_stages = {frozen} freeze parts of the backbone, "
+        f"which needs ImageNet weights, but {why}: set model.pretrained = true with the weights in place, "
+        'or train from scratch with model.backbone_norm = "batch" (or "group") and model.frozen_stages = -1'
     )
-    return None
 
 
 def _stem_and_stages(network: nn.Module) -> tuple[nn.Module, list[nn.Module]]:

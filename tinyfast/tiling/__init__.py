@@ -9,12 +9,14 @@ from tinyfast.tiling.inference import (
     merge_policy,
     write_coco_results,
 )
+from tinyfast.tiling.yolo import UltralyticsDetector
 
 __all__ = [
     "MergePolicy",
     "TileDetector",
     "TileSettings",
     "TorchvisionDetector",
+    "UltralyticsDetector",
     "coco_results",
     "detect_images",
     "merge_policy",

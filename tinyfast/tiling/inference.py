@@ -116,39 +116,50 @@ def detect_images(
         for scale in scales
         for flipped in ((False, True) if flips else (False,))
     ]
+    # A batch's pixels are cut when it goes to the detector: memory holds one batch of tiles, never all
+    # the tiles of a large image (only their detections wait for the merge).
+    sizes = [_view_size(view) for view in views]
     by_size = defaultdict(list)
-    pixels = {}
-    for position, view in enumerate(views):
-        pixels[position] = _view_pixels(images[view.image], view)
-        by_size[tuple(pixels[position].shape)].append(position)
+    for position, size in enumerate(sizes):
+        by_size[size].append(position)
 
     detections: dict[int, dict[str, torch.Tensor]] = {}
     for positions in by_size.values():
         for start in range(0, len(positions), tile_batch_size):
             batch = positions[start : start + tile_batch_size]
-            outputs = detector(torch.stack([pixels[p] for p in batch]), policy.tile_settings)
+            tiles = torch.stack([_view_pixels(images[views[p].image], views[p]) for p in batch])
+            outputs = detector(tiles, policy.tile_settings)
+            del tiles
             if len(outputs) != len(batch):
                 raise ValueError(
                     f"detect_images: the detector returned {len(outputs)} results for {len(batch)} tiles"
                 )
             detections.update(zip(batch, outputs, strict=True))
-    return _merge(images, views, pixels, detections, policy, truncated)
+    return _merge(images, views, sizes, detections, policy, truncated)
+
+
+def _view_size(view: _TileView) -> tuple[int, int]:
+    """(height, width) of the tile the detector sees for `view`."""
+    x1, y1, x2, y2 = view.crop
+    if view.scale == 1.0:
+        return y2 - y1, x2 - x1
+    return max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale))
 
 
 def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
     x1, y1, x2, y2 = view.crop
     crop = image[:, y1:y2, x1:x2]
     if view.scale != 1.0:
-        size = (max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale)))
+        size = _view_size(view)
         crop = F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     return crop.flip(-1) if view.flipped else crop
 
 
-def _merge(images, views, pixels, detections, policy, truncated):
+def _merge(images, views, sizes, detections, policy, truncated):
     device = images[0].device if images else torch.device("cpu")
     counts = [len(detections[p]["boxes"]) for p in range(len(views))]
     crops = torch.tensor([v.crop for v in views], dtype=torch.float32, device=device)
-    resized = torch.tensor([pixels[p].shape[-1:-3:-1] for p in range(len(views))], dtype=torch.float32)
+    resized = torch.tensor([(width, height) for height, width in sizes], dtype=torch.float32)
     merged = merge_tiles(
         torch.cat([detections[p]["boxes"].float() for p in range(len(views))]).reshape(-1, 4).to(device),
         torch.cat([detections[p]["scores"].float() for p in range(len(views))]).to(device),
@@ -179,6 +190,13 @@ def coco_results(
         raise ValueError(f"coco_results: {len(detections)} detections for {len(image_ids)} image ids")
     results = []
     for image_id, found in zip(image_ids, detections, strict=True):
+        outside = (found["labels"] < 0) | (found["labels"] >= len(category_ids))
+        if outside.any():
+            raise ValueError(
+                f"coco_results: image {image_id!r} has label {int(found['labels'][outside][0])}, outside "
+                f"the {len(category_ids)} category ids given (labels are 0-based; a torchvision two-stage "
+                "model counts its background as 0: TorchvisionDetector subtracts it)"
+            )
         for (x1, y1, x2, y2), score, label in zip(
             found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
         ):
