@@ -12,10 +12,10 @@ import torch
 from tqdm import tqdm
 
 from tinyfast.data.transforms import normalize, read_image
-from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling import DETECTORS
 from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
+from tinyfast.utils import comm
 
 _TASK_CATEGORIES = {"sea": 1, "earth": 2}
 
@@ -86,7 +86,7 @@ def evaluate_detector(
     chosen = policy_for_model(policy, config["model"])
     infos = gt["images"]
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
-    mine = list(range(len(batches)))[distributed.rank() :: distributed.world_size()]
+    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
     found = []
     for index in tqdm(mine, desc=f"test ({policy})", disable=not progress):
         images = [
@@ -96,7 +96,7 @@ def evaluate_detector(
         with torch.no_grad():
             detections = detect_images(detector, [image.to(device) for image in images], chosen)
         found.append((index, [{key: value.cpu() for key, value in d.items()} for d in detections]))
-    gathered = distributed.gather_objects_to_main(found)
+    gathered = comm.gather_objects_to_main(found)
     metrics = None
     if gathered is not None:
         by_batch = dict(pair for shard in gathered for pair in shard)
@@ -108,4 +108,4 @@ def evaluate_detector(
         metrics = evaluate(gt, results, max_dets=1000)
         (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
-    return distributed.broadcast_from_main(metrics)
+    return comm.broadcast_from_main(metrics)

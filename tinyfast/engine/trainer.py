@@ -32,6 +32,7 @@ from tinyfast.engine.checkpoint import (
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.modeling import DETECTORS
+from tinyfast.utils import comm
 
 log = logging.getLogger("tinyfast.train")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -194,7 +195,7 @@ class Trainer:
         random.seed(settings["seed"])
         if processes.is_main:
             self._prepare_run_folder()
-        distributed.barrier()
+        comm.barrier()
         self.sampler, self.loader = self._data()
         self.model = self._model()
         lr = linear_scaled_lr(
@@ -393,7 +394,7 @@ class Trainer:
         (no readable image in some process, or a non-finite loss in some process: all skip together).
         Returns what the log records: the losses averaged over the processes, or why it skipped."""
         batch, bad_items = loaded
-        unreadable, empty = distributed.sum_over_processes(
+        unreadable, empty = comm.sum_over_processes(
             torch.tensor([len(bad_items), batch is None], device=self.device)
         ).tolist()
         outcome = {}
@@ -414,7 +415,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.network(images, targets)
         loss = sum(losses.values())
-        values = distributed.mean_over_processes(torch.stack([v.detach().float() for v in losses.values()]))
+        values = comm.mean_over_processes(torch.stack([v.detach().float() for v in losses.values()]))
         named = dict(zip(losses, values.tolist(), strict=True))
         if not all(np.isfinite(list(named.values()))):
             self._skip_non_finite(named)
@@ -432,7 +433,7 @@ class Trainer:
         return {**outcome, **{name: round(value, 5) for name, value in named.items()}}
 
     def _leave_out(self, bad_items: list[str], unreadable: int) -> None:
-        messages = [m for shard in distributed.all_gather_objects(bad_items) for m in shard]
+        messages = [m for shard in comm.all_gather_objects(bad_items) for m in shard]
         if not self.config["data"]["skip_bad_images"]:
             more = f" (and {unreadable - 1} more)" if unreadable > 1 else ""
             raise DataError(f"{messages[0]}{more}; data.skip_bad_images = true leaves such images out")

@@ -22,7 +22,6 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import LevelMapper
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator
 from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
@@ -31,6 +30,7 @@ from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
 from tinyfast.ops import batched_nms, max_iou_assign
 from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.comm import sum_over_processes, world_size
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import fcos_targets
 from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.comm import sum_over_processes, world_size
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
 from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
@@ -22,6 +21,7 @@ from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import max_iou_assign
 from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.comm import sum_over_processes, world_size
 
 
 @dataclass(frozen=True)
