@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from bench.timing import describe, machine
+from tinyfast.data.annotations import task_ground_truth
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine.config import load_config
-from tinyfast.engine.evaluation import policy_for_model, task_ground_truth
+from tinyfast.engine.evaluation import policy_for_model
 from tinyfast.engine.trainer import load_model, prepare_data
 from tinyfast.evaluation import evaluate
 from tinyfast.tiling import TileDetector, coco_results, detect_images

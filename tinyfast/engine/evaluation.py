@@ -3,7 +3,6 @@ a COCO results json, and the TinyPerson metrics."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -11,32 +10,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tinyfast.data.annotations import task_ground_truth, task_scoring_category
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling import DETECTORS
 from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
 from tinyfast.utils import comm
-
-_TASK_CATEGORIES = {"sea": 1, "earth": 2}
-
-
-def task_ground_truth(coco: dict, task: str) -> dict:
-    """The ground truth as the task is scored: "all" merges sea and earth into one category `person` (id 1);
-    "sea" or "earth" keeps that category and makes the other one ignore regions."""
-    gt = copy.deepcopy(coco)
-    if task == "all":
-        for ann in gt["annotations"]:
-            ann["category_id"] = 1
-        gt["categories"] = [{"id": 1, "name": "person"}]
-        return gt
-    if task not in _TASK_CATEGORIES:
-        raise ValueError(f"data.task must be 'all', 'sea' or 'earth', got {task!r}")
-    kept = _TASK_CATEGORIES[task]
-    for ann in gt["annotations"]:
-        if ann["category_id"] != kept:
-            ann["category_id"], ann["ignore"] = kept, 1
-    gt["categories"] = [c for c in gt["categories"] if c["id"] == kept]
-    return gt
 
 
 def policy_for_model(
@@ -82,7 +61,9 @@ def evaluate_detector(
     of a single process, so the results are the same as one process's when the processes compute as it
     does (on CPU: the same number of threads per process)."""
     data = config["data"]
-    gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
+    coco = json.loads(Path(data["test_annotations"]).read_text())
+    gt = task_ground_truth(coco, data["task"], data["test_annotations"])
+    category = task_scoring_category(coco["categories"], data["task"], data["test_annotations"])
     chosen = policy_for_model(policy, config["model"])
     infos = gt["images"]
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
@@ -103,7 +84,7 @@ def evaluate_detector(
         detections = [d for index in range(len(batches)) for d in by_batch[index]]
         out_dir.mkdir(parents=True, exist_ok=True)
         results = write_coco_results(
-            detections, [info["id"] for info in infos], out_dir / f"results_{policy}.json"
+            detections, [info["id"] for info in infos], out_dir / f"results_{policy}.json", (category,)
         )
         metrics = evaluate(gt, results, max_dets=1000)
         (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
