@@ -116,14 +116,18 @@ def run_study(
 def _timed_inference(detector, images, image_ids, model_config, setting, images_per_batch):
     """COCO results of tiled inference with ``setting`` and its seconds per image."""
     policy = policy_for_model(
-        setting.policy, model_config, nms_pre=setting.nms_pre, max_per_img=setting.max_per_img
+        setting.policy,
+        model_config,
+        nms_pre=setting.nms_pre,
+        max_per_img=setting.max_per_img,
+        truncated=setting.truncated,
     )
     detections = []
     start = time.perf_counter()
     with torch.no_grad():
         for first in range(0, len(images), images_per_batch):
             batch = images[first : first + images_per_batch]
-            detections += detect_images(detector, batch, policy, truncated=setting.truncated)
+            detections += detect_images(detector, batch, policy)
     seconds = (time.perf_counter() - start) / max(1, len(images))
     return coco_results(detections, image_ids), seconds
 

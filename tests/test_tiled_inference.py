@@ -7,7 +7,15 @@ import torch
 import torchvision
 from painted_persons import PaintedPersonDetector, painted_image
 
-from tinyfast.tiling import TileSettings, TorchvisionDetector, detect_images, merge_policy, write_coco_results
+from tinyfast.tiling import (
+    MERGE_NMS_IOU,
+    TileSettings,
+    TorchvisionDetector,
+    detect_images,
+    detector_merge_policy,
+    merge_policy,
+    write_coco_results,
+)
 
 PERSONS = [
     (100, 100, 112, 120),  # inside tile (0, 0) only
@@ -45,7 +53,7 @@ def test_a_barely_visible_truncated_part_is_dropped_with_border_handling():
     image = painted_image(persons)
     (kept,) = detect_images(PaintedPersonDetector(), [image], "during")
     assert len(kept["boxes"]) == 2  # the reference keeps the truncated duplicate
-    (found,) = detect_images(PaintedPersonDetector(), [image], "during", truncated="drop")
+    (found,) = detect_images(PaintedPersonDetector(), [image], merge_policy("during", truncated="drop"))
     assert_found_once_each(found, persons)
 
 
@@ -110,3 +118,17 @@ def test_torchvision_detector_adapter_applies_the_settings():
     assert (model.topk_candidates, model.nms_thresh, model.detections_per_img) == (50, 1.0, 7)
     detector(torch.rand(1, 3, 128, 160), TileSettings())
     assert model.nms_thresh == 0.6  # the model's own threshold is restored
+
+
+def test_a_trained_detector_thresholds_in_its_tiles_and_after_merges_at_the_reference_iou():
+    during = detector_merge_policy("during", dense_head=True, nms_pre=2000, nms_iou=0.6, score_threshold=0.05)
+    assert during.tile_settings == TileSettings(nms_pre=2000, per_tile_nms=False, score_threshold=0.05)
+    assert (during.score_threshold, during.iou_threshold, during.max_per_image) == (None, 0.6, 1000)
+    after = detector_merge_policy(
+        "after", dense_head=False, nms_pre=2000, nms_iou=0.6, score_threshold=0.05, truncated="drop"
+    )
+    assert after.tile_settings == TileSettings(
+        nms_pre=2000, per_tile_nms=True, max_per_tile=200, score_threshold=0.05
+    )
+    assert (after.iou_threshold, after.class_agnostic, after.truncated) == (MERGE_NMS_IOU, True, "drop")
+    assert merge_policy("during").truncated == "keep"

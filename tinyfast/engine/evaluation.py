@@ -3,7 +3,6 @@ a COCO results json, and the TinyPerson metrics."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,31 +13,29 @@ from tinyfast.data.annotations import task_ground_truth, task_scoring_category
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling import DETECTORS
-from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
+from tinyfast.tiling import MergePolicy, detect_images, detector_merge_policy, write_coco_results
 from tinyfast.utils import comm
 
 
 def policy_for_model(
-    name: str, model_config: dict, *, nms_pre: int | None = None, max_per_img: int | None = None
+    name: str,
+    model_config: dict,
+    *,
+    nms_pre: int | None = None,
+    max_per_img: int | None = None,
+    truncated: str = "keep",
 ) -> MergePolicy:
-    """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
-    overridable here) and its kind (a dense head, or Faster-FPN's two stages: see `merge_policy`): "during"
-    merges with the model's NMS threshold and applies `score_thr` in the detector, per tile (dense heads: to
-    the raw class score); "after" applies `score_thr` in every tile and merges at the reference's
-    `merge_nms_th` 0.5."""
-    chosen = merge_policy(
+    """The merge policy `name` with the config's model test settings (`nms_pre` overridable here): see
+    `tinyfast.tiling.detector_merge_policy`."""
+    return detector_merge_policy(
         name,
         dense_head=DETECTORS[model_config["name"]][0].dense_head,
         nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
-        max_per_img=max_per_img,
+        nms_iou=model_config["nms_iou"],
         score_threshold=model_config["score_threshold"],
-        iou_threshold=model_config["nms_iou"],
+        max_per_img=max_per_img,
+        truncated=truncated,
     )
-    if name == "during":
-        score_threshold = model_config["score_threshold"]
-        tile_settings = dataclasses.replace(chosen.tile_settings, score_threshold=score_threshold)
-        return dataclasses.replace(chosen, score_threshold=None, tile_settings=tile_settings)
-    return dataclasses.replace(chosen, iou_threshold=0.5)
 
 
 def evaluate_detector(
