@@ -27,8 +27,7 @@ import torchvision
 from bench.bench_merge import fastest_sahi_backend
 from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.evaluation import policy_for_model
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model, policy_for_model
 from tinyfast.tiling import detect_images, tile_grid
 
 FULL = {"image": (1920, 1080), "tile": (640, 512), "overlap": (100, 100), "rounds": 2, "baseline_runs": 2}

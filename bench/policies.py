@@ -29,11 +29,12 @@ import torch
 
 from bench.timing import describe, machine
 from tinyfast.data.annotations import task_ground_truth
+from tinyfast.data.build import DataConfig, prepare_data
 from tinyfast.data.transforms import normalize, read_image
+from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
-from tinyfast.engine.evaluation import policy_for_model
-from tinyfast.engine.trainer import load_model, prepare_data
 from tinyfast.evaluation import evaluate
+from tinyfast.modeling.build import load_model, policy_for_model
 from tinyfast.tiling import TileDetector, coco_results, detect_images
 
 QUICK_IMAGES = 2
@@ -247,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         checkpoint = Path(args.checkpoint or Path(config["run_dir"]) / "latest.pth")
-        model = load_model(config["model"], checkpoint)
-        prepare_data(config["data"])
+        model = load_model(config["model"], load_checkpoint(checkpoint), str(checkpoint))
+        prepare_data(DataConfig.from_config(config["data"]))
         images, image_ids, gt = load_test_set(config, QUICK_IMAGES if args.quick else args.images)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

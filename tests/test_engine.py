@@ -7,11 +7,13 @@ import torchvision
 
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
+from tinyfast.data.build import DataConfig, train_dataset
 from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, resume_path, save_checkpoint
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import amp_dtype, build_model, train, train_dataset
+from tinyfast.engine.trainer import amp_dtype, train
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
+from tinyfast.modeling.build import build_model
 from tinyfast.tiling import TileSettings
 
 
@@ -35,7 +37,7 @@ def test_min_objects_per_cut_must_be_a_positive_int():
     config = load_config(CONFIG_DIR / "fcos_synthetic.toml")["data"]
     for bad in (0, 2.5, "10"):
         with pytest.raises(ValueError, match="data.min_objects_per_cut must be an int >= 1"):
-            train_dataset({**config, "min_objects_per_cut": bad})
+            train_dataset(DataConfig.from_config({**config, "min_objects_per_cut": bad}))
 
 
 def test_overrides_are_read_as_toml_values_and_typos_are_errors():

@@ -12,7 +12,7 @@ from torchvision.io import write_jpeg
 from bench.policies import SETTINGS, Setting, label, main, markdown_table, run_study, spread
 from tinyfast.engine.checkpoint import save_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model
 
 FULL_HD = (1920, 1080)
 CELL = 48  # one person per cell of a grid: no two persons overlap

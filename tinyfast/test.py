@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine import distributed
+from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.trainer import load_model
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.modeling.build import load_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        model = load_model(config["model"], args.checkpoint)
+        model = load_model(config["model"], load_checkpoint(Path(args.checkpoint)), args.checkpoint)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

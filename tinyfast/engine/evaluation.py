@@ -12,30 +12,9 @@ from tqdm import tqdm
 from tinyfast.data.annotations import task_ground_truth, task_scoring_category
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
-from tinyfast.modeling import DETECTORS
-from tinyfast.tiling import MergePolicy, detect_images, detector_merge_policy, write_coco_results
+from tinyfast.modeling.build import policy_for_model
+from tinyfast.tiling import detect_images, write_coco_results
 from tinyfast.utils import comm
-
-
-def policy_for_model(
-    name: str,
-    model_config: dict,
-    *,
-    nms_pre: int | None = None,
-    max_per_img: int | None = None,
-    truncated: str = "keep",
-) -> MergePolicy:
-    """The merge policy `name` with the config's model test settings (`nms_pre` overridable here): see
-    `tinyfast.tiling.detector_merge_policy`."""
-    return detector_merge_policy(
-        name,
-        dense_head=DETECTORS[model_config["name"]][0].dense_head,
-        nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
-        nms_iou=model_config["nms_iou"],
-        score_threshold=model_config["score_threshold"],
-        max_per_img=max_per_img,
-        truncated=truncated,
-    )
 
 
 def evaluate_detector(

@@ -15,39 +15,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from tinyfast.modeling.backbone import BackboneFPN
+from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import fcos_targets
 from tinyfast.tiling.detector import TileSettings
 from tinyfast.utils.comm import sum_over_processes, world_size
+from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
 
 @dataclass(frozen=True)
-class FCOSConfig:
-    num_classes: int = 1
-    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
-    pretrained: bool = True
-    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
-    frozen_stages: int = 1
-    channels: int = 256
-    stacked_convs: int = 4
-    head_group_norm: bool = False
-    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    regress_ranges: tuple[tuple[float, float], ...] = (
-        (-1, 16),
-        (16, 32),
-        (32, 64),
-        (64, 128),
-        (128, math.inf),
+class FCOSConfig(BackboneConfig):
+    num_classes: int = setting(Integer(1), 1)
+    stacked_convs: int = setting(Integer(0), 4)
+    head_group_norm: bool = setting(Flag(), False)
+    regress_ranges: tuple[tuple[float, float], ...] = setting(
+        Sequence(Sequence(Real(allow_inf=True), length=2), min_length=1),
+        ((-1, 16), (16, 32), (32, 64), (64, 128), (128, math.inf)),
     )
-    center_sampling_radius: float = 1.5
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    center_sampling_radius: float = setting(POSITIVE, 1.5)
+    focal_alpha: float = setting(FRACTION, 0.25)
+    focal_gamma: float = setting(Real(0), 2.0)
     # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
-    nms_pre: int = 2000
-    score_threshold: float = 0.05
-    nms_iou: float = 0.6
+    nms_pre: int = setting(Integer(1), 2000)
+    score_threshold: float = setting(FRACTION, 0.05)
+    nms_iou: float = setting(FRACTION, 0.6)
 
 
 class Scale(nn.Module):
@@ -124,15 +116,7 @@ class AdapFCOS(nn.Module):
                 f"regress_ranges must have one (lo, hi) per level of strides {list(config.strides)}, "
                 f"got {len(config.regress_ranges)}"
             )
-        self.backbone = BackboneFPN(
-            config.backbone,
-            config.channels,
-            "on_output",
-            config.pretrained,
-            config.frozen_stages,
-            config.backbone_norm,
-            config.strides,
-        )
+        self.backbone = BackboneFPN.from_config(config, "on_output")
         self.head = FCOSHead(
             config.num_classes,
             config.channels,

@@ -15,38 +15,33 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
-from tinyfast.modeling.backbone import BackboneFPN
+from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
 from tinyfast.ops import max_iou_assign
 from tinyfast.tiling.detector import TileSettings
 from tinyfast.utils.comm import sum_over_processes, world_size
+from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
 
 @dataclass(frozen=True)
-class RetinaNetConfig:
-    num_classes: int = 1
-    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
-    pretrained: bool = True
-    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
-    frozen_stages: int = 1
-    channels: int = 256
-    stacked_convs: int = 4
-    head_group_norm: bool = False
-    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    octave_base_scale: float = 2.0
-    scales_per_octave: int = 3
-    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+class RetinaNetConfig(BackboneConfig):
+    num_classes: int = setting(Integer(1), 1)
+    stacked_convs: int = setting(Integer(0), 4)
+    head_group_norm: bool = setting(Flag(), False)
+    octave_base_scale: float = setting(POSITIVE, 2.0)
+    scales_per_octave: int = setting(Integer(1), 3)
+    ratios: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1), (0.5, 1.0, 2.0))
     # Max-IoU assignment: positive at IoU >= 0.5, negative below 0.4, plus each GT's best anchors.
-    positive_iou: float = 0.5
-    negative_iou: float = 0.4
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    positive_iou: float = setting(FRACTION, 0.5)
+    negative_iou: float = setting(FRACTION, 0.4)
+    focal_alpha: float = setting(FRACTION, 0.25)
+    focal_gamma: float = setting(Real(0), 2.0)
     # Inference, per tile: top `nms_pre` anchors per level by best class score, class score > score_thr.
-    nms_pre: int = 2000
-    score_threshold: float = 0.05
-    nms_iou: float = 0.5
+    nms_pre: int = setting(Integer(1), 2000)
+    score_threshold: float = setting(FRACTION, 0.05)
+    nms_iou: float = setting(FRACTION, 0.5)
 
 
 class RetinaHead(nn.Module):
@@ -77,15 +72,7 @@ class AdapRetinaNet(nn.Module):
     def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
         super().__init__()
         self.config = config
-        self.backbone = BackboneFPN(
-            config.backbone,
-            config.channels,
-            "on_input",
-            config.pretrained,
-            config.frozen_stages,
-            config.backbone_norm,
-            config.strides,
-        )
+        self.backbone = BackboneFPN.from_config(config, "on_input")
         self.anchor_generator = AnchorGenerator(
             config.strides, octave_scales(config.octave_base_scale, config.scales_per_octave), config.ratios
         )
