@@ -1,7 +1,16 @@
-"""The `[data]` section of a config, checked, and the datasets it describes."""
+"""The `[data]` section of a config, checked, and the datasets it describes.
+
+`data.root` is the one place a dataset lives: a relative path in one of `DATASET_PATHS` is read inside it
+(`train_annotations = "annotations/tiny_set_train.json"` with `root = "/data/tiny_set"` is
+`/data/tiny_set/annotations/tiny_set_train.json`), so that `data.root=DIR` moves a whole dataset. A path
+that starts with `./` or `../` is relative to the working folder instead (as `root` itself), an absolute
+path is taken as it is, and an empty root leaves every path relative to the working folder.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +42,23 @@ class DataConfig(Section):
     sub_size: tuple[int, int] = setting(Sequence(Integer(1), length=2))
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
+
+
+DATASET_PATHS = ("train_annotations", "test_annotations", "train_images", "test_images")
+
+
+def resolve_dataset_paths(data: Mapping) -> dict:
+    """The `[data]` table with its dataset paths resolved against `data.root` (see the module's docstring),
+    made absolute so that resolving again changes nothing (a run folder's saved config loads as it ran)."""
+    resolved = dict(data)
+    root = data.get("root")
+    if not isinstance(root, str) or not root:
+        return resolved
+    for key in DATASET_PATHS:
+        path = data.get(key)
+        if isinstance(path, str) and path and not path.startswith(("./", "../")):
+            resolved[key] = os.path.abspath(os.path.join(root, path))
+    return resolved
 
 
 def prepare_data(data: DataConfig) -> None:

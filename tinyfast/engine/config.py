@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tinyfast.data.build import DataConfig
+from tinyfast.data.build import DataConfig, resolve_dataset_paths
 from tinyfast.engine.distributed import DEVICES
 from tinyfast.engine.optim import WARMUPS
 from tinyfast.modeling.build import model_settings
@@ -184,9 +184,12 @@ def apply_override(config: dict, override: str) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The config file (default: `DEFAULT_CONFIG`) with its bases and the overrides, every key checked
-    (`check_config`; a config without [model], such as base.toml, is checked section by section)."""
+    (`check_config`; a config without [model], such as base.toml, is checked section by section), and the
+    dataset paths resolved against `data.root` (`tinyfast.data.build.resolve_dataset_paths`)."""
     config = _read(Path(path) if path is not None else DEFAULT_CONFIG)
     for override in overrides:
         apply_override(config, override)
     check_config(config, partial=True)
+    if "data" in config:
+        config["data"] = resolve_dataset_paths(config["data"])
     return config
