@@ -4,6 +4,8 @@ a COCO results json, and the TinyPerson metrics."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,8 +15,65 @@ from tinyfast.data.annotations import task_ground_truth, task_scoring_category
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling.build import policy_for_model
-from tinyfast.tiling import detect_images, write_coco_results
+from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
 from tinyfast.utils import comm
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The test images of a config: their ground truth with the task applied (`images` in file order) and
+    the category id detections are written with."""
+
+    __test__ = False  # not a pytest class
+
+    ground_truth: dict
+    category: int
+    data: Mapping
+
+    @property
+    def images(self) -> list[dict]:
+        return self.ground_truth["images"]
+
+    def read(self, info: dict) -> torch.Tensor:
+        """The image `info` names, decoded and normalised as the config says."""
+        path = Path(self.data["test_images"]) / info["file_name"]
+        return normalize(read_image(str(path)), self.data["normalization"])
+
+    def subset(self, indices: Sequence[int]) -> TestSet:
+        """The images at `indices` and their annotations only."""
+        infos = [self.images[k] for k in indices]
+        kept = {info["id"] for info in infos}
+        annotations = [a for a in self.ground_truth["annotations"] if a["image_id"] in kept]
+        return TestSet(
+            {**self.ground_truth, "images": infos, "annotations": annotations}, self.category, self.data
+        )
+
+
+def load_test_set(data: Mapping) -> TestSet:
+    """The `[data]` section's test set (`test_annotations`, `test_images`, `task`, `normalization`)."""
+    path = Path(data["test_annotations"])
+    if not path.is_file():
+        raise ValueError(f"data.test_annotations {path} does not exist (convert or generate it first)")
+    coco = json.loads(path.read_text())
+    return TestSet(
+        task_ground_truth(coco, data["task"], str(path)),
+        task_scoring_category(coco["categories"], data["task"], str(path)),
+        data,
+    )
+
+
+def detect_batches(
+    detector: TileDetector,
+    batches: Iterable[tuple[int, Sequence[torch.Tensor]]],
+    policy: MergePolicy,
+    device: torch.device | str = "cpu",
+) -> Iterable[tuple[int, list[dict[str, torch.Tensor]]]]:
+    """The test-set inference loop: for each `(index, images)` batch, tiled inference with `policy` on
+    `device`, the detections (on the CPU) of every image, as the batches come."""
+    for index, images in batches:
+        with torch.no_grad():
+            detections = detect_images(detector, [image.to(device) for image in images], policy)
+        yield index, [{key: value.cpu() for key, value in d.items()} for d in detections]
 
 
 def evaluate_detector(
@@ -36,23 +95,20 @@ def evaluate_detector(
     test set, writes and evaluates them once, and every process returns its metrics. The batches are those
     of a single process, so the results are the same as one process's when the processes compute as it
     does (on CPU: the same number of threads per process)."""
-    data = config["data"]
-    coco = json.loads(Path(data["test_annotations"]).read_text())
-    gt = task_ground_truth(coco, data["task"], data["test_annotations"])
-    category = task_scoring_category(coco["categories"], data["task"], data["test_annotations"])
+    test_set = load_test_set(config["data"])
     chosen = policy_for_model(policy, config["model"])
-    infos = gt["images"]
+    infos = test_set.images
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
     mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
-    found = []
-    for index in tqdm(mine, desc=f"test ({policy})", disable=not progress):
-        images = [
-            normalize(read_image(str(Path(data["test_images"]) / info["file_name"])), data["normalization"])
-            for info in batches[index]
-        ]
-        with torch.no_grad():
-            detections = detect_images(detector, [image.to(device) for image in images], chosen)
-        found.append((index, [{key: value.cpu() for key, value in d.items()} for d in detections]))
+    read = ((index, [test_set.read(info) for info in batches[index]]) for index in mine)
+    found = list(
+        detect_batches(
+            detector,
+            tqdm(read, total=len(mine), desc=f"test ({policy})", disable=not progress),
+            chosen,
+            device,
+        )
+    )
     gathered = comm.gather_objects_to_main(found)
     metrics = None
     if gathered is not None:
@@ -60,9 +116,12 @@ def evaluate_detector(
         detections = [d for index in range(len(batches)) for d in by_batch[index]]
         out_dir.mkdir(parents=True, exist_ok=True)
         results = write_coco_results(
-            detections, [info["id"] for info in infos], out_dir / f"results_{policy}.json", (category,)
+            detections,
+            [info["id"] for info in infos],
+            out_dir / f"results_{policy}.json",
+            (test_set.category,),
         )
-        metrics = evaluate(gt, results, max_dets=1000)
+        metrics = evaluate(test_set.ground_truth, results, max_dets=1000)
         (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
     return comm.broadcast_from_main(metrics)
