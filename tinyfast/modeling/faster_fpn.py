@@ -25,10 +25,10 @@ from torchvision.ops.poolers import LevelMapper
 from tinyfast.modeling.anchors import AnchorGenerator
 from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
-from tinyfast.modeling.layers import flatten_levels, init_dense_head
+from tinyfast.modeling.layers import assign_to_gts, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
-from tinyfast.ops import batched_nms, max_iou_assign
+from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
 from tinyfast.utils.comm import sum_over_processes, world_size
 from tinyfast.utils.schema import FRACTION, POSITIVE, Integer, Sequence, setting
@@ -166,11 +166,10 @@ class FasterFPN(nn.Module):
         counts = [len(image_anchors)] * len(gt_boxes)
         all_anchors = image_anchors.repeat(len(gt_boxes), 1)
         all_gt = torch.cat(gt_boxes)
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_anchors,
-            torch.tensor(counts, device=all_gt.device),
-            all_gt,
-            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
+            counts,
+            gt_boxes,
             config.rpn_positive_iou,
             config.rpn_negative_iou,
             min_pos_iou=config.rpn_min_positive_iou,
@@ -195,11 +194,10 @@ class FasterFPN(nn.Module):
         counts = [len(boxes) for boxes in proposals]
         all_proposals = torch.cat(proposals)
         all_gt = torch.cat(gt_boxes)
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_proposals,
-            torch.tensor(counts, device=all_gt.device),
-            all_gt,
-            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
+            counts,
+            gt_boxes,
             config.roi_positive_iou,
             config.roi_negative_iou,
             low_quality=False,

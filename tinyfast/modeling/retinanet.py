@@ -17,10 +17,9 @@ from torchvision.ops import sigmoid_focal_loss
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
 from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
-from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
-from tinyfast.ops import max_iou_assign
-from tinyfast.tiling.detector import TileSettings
+from tinyfast.modeling.dense_detector import DenseDetector
+from tinyfast.modeling.layers import assign_to_gts, conv_tower, flatten_levels, init_dense_head
+from tinyfast.modeling.postprocess import level_candidates
 from tinyfast.utils.comm import sum_over_processes, world_size
 from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
@@ -63,11 +62,8 @@ class RetinaHead(nn.Module):
         return logits, deltas
 
 
-class AdapRetinaNet(nn.Module):
-    """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
-    each image (boxes in the image's pixels, class scores, labels), before NMS."""
-
-    dense_head = True
+class AdapRetinaNet(DenseDetector):
+    """Adap RetinaNet (`DenseDetector`): the candidates' score is the class score."""
 
     def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
         super().__init__()
@@ -85,14 +81,8 @@ class AdapRetinaNet(nn.Module):
             config.head_group_norm,
         )
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
-        logits, deltas = self.head(self.backbone(images))
-        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], images.device)
-        if self.training:
-            if targets is None:
-                raise ValueError("AdapRetinaNet in training mode needs targets")
-            return self.losses(logits, deltas, anchors, targets)
-        return self.candidates(logits, deltas, anchors, images.shape[-2:])
+    def priors(self, outputs, device: torch.device) -> list[Tensor]:
+        return self.anchor_generator([tuple(level.shape[-2:]) for level in outputs[0]], device)
 
     def losses(self, logits, deltas, anchors, targets) -> dict[str, Tensor]:
         config = self.config
@@ -103,12 +93,10 @@ class AdapRetinaNet(nn.Module):
         all_anchors = image_anchors.repeat(len(targets), 1)
         gt_boxes = torch.cat([t["boxes"] for t in targets]).to(all_anchors)
         gt_labels = torch.cat([t["labels"] for t in targets]).to(all_anchors.device)
-        gt_counts = [len(t["boxes"]) for t in targets]
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_anchors,
-            torch.tensor([len(image_anchors)] * len(targets), device=gt_boxes.device),
-            gt_boxes,
-            torch.tensor(gt_counts, device=gt_boxes.device),
+            [len(image_anchors)] * len(targets),
+            [t["boxes"] for t in targets],
             config.positive_iou,
             config.negative_iou,
             min_pos_iou=0.0,
@@ -136,37 +124,13 @@ class AdapRetinaNet(nn.Module):
         loss_bbox = F.l1_loss(flat_deltas[positive], delta_targets, reduction="sum") / normalizer
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
-    @torch.no_grad()
-    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
-        """The `TileDetector` contract of tiled inference (`settings.score_threshold` is the reference's
-        `score_thr`)."""
-        config = with_tile_settings(self.config, settings)
-        self.eval()
-        logits, deltas = self.head(self.backbone(tiles))
-        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], tiles.device)
-        found = self.candidates(logits, deltas, anchors, tiles.shape[-2:], config)
-        return tile_nms(found, settings, config.nms_iou)
-
-    @torch.no_grad()
-    def candidates(self, logits, deltas, anchors, image_size, config=None) -> list[dict[str, Tensor]]:
-        config = self.config if config is None else config
-        num_classes = config.num_classes
-        results = []
-        for image in range(logits[0].shape[0]):
-            boxes, scores, labels = [], [], []
-            for level, level_anchors in enumerate(anchors):
-                location, label, score = level_candidates(
-                    flatten_levels([logits[level][image : image + 1]], num_classes)[0].float().sigmoid(),
-                    config.nms_pre,
-                    config.score_threshold,
-                )
-                level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
-                boxes.append(
-                    self.box_coder.decode(level_anchors[location], level_deltas[location], tuple(image_size))
-                )
-                scores.append(score)
-                labels.append(label)
-            results.append(
-                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
-            )
-        return results
+    def level_candidates(self, outputs, priors, image, level, image_size, config):
+        logits, deltas = outputs
+        location, label, score = level_candidates(
+            flatten_levels([logits[level][image : image + 1]], config.num_classes)[0].float().sigmoid(),
+            config.nms_pre,
+            config.score_threshold,
+        )
+        level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
+        boxes = self.box_coder.decode(priors[level][location], level_deltas[location], tuple(image_size))
+        return boxes, score, label
