@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from tinyfast import test as test_cli
+from tinyfast import train as train_cli
 from tinyfast.data.build import DataConfig
 from tinyfast.engine.config import (
     CONFIG_DIR,
@@ -178,3 +180,14 @@ def test_a_base_naming_itself_or_a_cycle_of_bases_is_an_error(tmp_path):
     (tmp_path / "number.toml").write_text("base = 5\n")
     with pytest.raises(ValueError, match="base must be a file name, got 5"):
         load_config(tmp_path / "number.toml")
+
+
+@pytest.mark.parametrize("override", ["train.epochs=-1", "train=5", "data.sub_size=[160]", "model.nms_pre=0"])
+def test_the_command_lines_print_one_line_naming_the_key_before_building_anything(override, tmp_path, capsys):
+    key = override.split("=")[0]
+    assert train_cli.main([str(DEFAULT_CONFIG), override, f"run_dir={tmp_path / 'run'}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {key}") and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+    assert test_cli.main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth"), override]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {key}")
