@@ -106,7 +106,9 @@ class RunConfig:
             raise ValueError(f"{unknown[0]} is not a section or key of a config (known: {', '.join(known)})")
         missing = [key for key in known if key not in config]
         if missing:
-            raise ValueError(f"the config has no {missing[0]} (every config extends configs/base.toml)")
+            raise ValueError(
+                f"the config has no {missing[0]} (a config has a [model] and extends configs/base.toml)"
+            )
         return cls(
             Text().validate(config["run_dir"], "run_dir"),
             DataConfig.from_config(config["data"]),
