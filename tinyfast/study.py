@@ -1,4 +1,4 @@
-"""The merge-policy study: the reference's test-time table (protocol section 6) on the test set of a config.
+"""The merge-policy study: the reference's test-time table (docs/protocol.md §6.2) on a config's test set.
 
     python -m tinyfast.study CONFIG [CHECKPOINT] [key.sub=value ...] [--quick | --images N] [--out DIR]
 
@@ -9,7 +9,7 @@ AP50 tiny, tiny1/2/3 and small (and AR50 tiny, which shows what a cap takes away
 of tiled inference with that setting: tiling, the model and the merge, the images already decoded and in
 memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting).
 
-Writes ``policies.md`` (the README-ready table), ``policies.json`` and ``policies.png`` (AP50 tiny against
+Writes ``policies.md`` (a markdown table), ``policies.json`` and ``policies.png`` (AP50 tiny against
 seconds per image, one point per row) into ``--out`` (default: ``policies_<config name>`` in the
 checkpoint's folder). The checkpoint defaults to the config's ``run_dir``/latest.pth. ``--quick`` runs on 2
 test images, ``--images N`` on N spread over the test set.
@@ -43,7 +43,7 @@ METRICS = ("AP50_tiny", "AP50_tiny1", "AP50_tiny2", "AP50_tiny3", "AP50_small", 
 @dataclass(frozen=True)
 class Setting:
     """One row of the study. ``reference`` is the reference's AP50 tiny for it (Adap FCOS on TinyPerson
-    test, protocol section 6), in %."""
+    test, docs/protocol.md §6.2), in %."""
 
     run_time_crop: bool
     nms_pre: int

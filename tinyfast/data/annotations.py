@@ -1,6 +1,6 @@
 """TinyPerson COCO json: loading with validation, per-image annotation arrays, tasks, writing back.
 
-Fields and their meaning follow the reference (docs: tinyperson-protocol.md, section 1).
+Fields and their meaning follow the reference (docs/protocol.md §1).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import math
 import warnings
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -222,28 +223,50 @@ def _annotation_dicts(image_id: int, anns: ImageAnnotations) -> list[dict]:
     return out
 
 
-def load_annotations(path: str | Path, on_error: OnError = "raise") -> AnnotationSet:
-    """Read and validate a TinyPerson-style COCO json.
+def load_annotations(
+    path: str | Path, on_error: OnError = "raise", categories: Collection[str] | None = None
+) -> AnnotationSet:
+    """Read and validate a TinyPerson-style (or any COCO) json.
 
     A bad annotation (unknown image or category, bbox not 4 finite numbers, non-positive size, box
     outside the image by more than OUTSIDE_TOLERANCE_PX) raises DataError naming the file and the
     annotation id; with on_error="skip" it is dropped instead and one warning counts the drops by reason.
+    `categories` keeps only the categories of these names (COCO's "person" for pre-training): the other
+    categories and their annotations are left out before validation; crowd boxes (`iscrowd`) stay, as
+    ignore regions (`ImageAnnotations.not_a_person`).
     """
     path = str(path)
+    return annotations_from_coco(read_json(path), path, on_error, categories)
+
+
+def read_json(path: str | Path) -> object:
+    """The parsed json file; DataError naming the file when it is missing or malformed."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed JSON ({e})") from None
+
+
+def annotations_from_coco(
+    data: object,
+    path: str = "<COCO dict>",
+    on_error: OnError = "raise",
+    categories: Collection[str] | None = None,
+) -> AnnotationSet:
+    """`load_annotations` of an already parsed json; `path` names it in errors."""
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations")
     ):
         raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")
-    categories = data.get("categories", [])
-    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
+    all_categories = data.get("categories", [])
+    if not isinstance(all_categories, list) or not all(
+        isinstance(c, dict) and "id" in c for c in all_categories
+    ):
         raise DataError(f"{path}: 'categories' must be a list of objects with an 'id'")
+    kept_categories = _filter_categories(path, all_categories, categories)
     images = [_parse_image(path, entry) for entry in data["images"]]
     by_id: dict[int, ImageInfo] = {}
     for info in images:
@@ -251,10 +274,13 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
             raise DataError(f"{path}: image id {info.id} appears twice")
         by_id[info.id] = info
 
-    category_ids = {c["id"] for c in categories}
+    category_ids = {c["id"] for c in kept_categories}
+    left_out_ids = {c["id"] for c in all_categories} - category_ids
     rows: dict[int, list[tuple]] = {}
     skipped: Counter = Counter()
     for ann in data["annotations"]:
+        if left_out_ids and isinstance(ann, dict) and ann.get("category_id") in left_out_ids:
+            continue
         try:
             image_id, row = _parse_annotation(ann, by_id, category_ids)
         except _BadAnnotation as e:
@@ -265,10 +291,22 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
         rows.setdefault(image_id, []).append(row)
     if skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
-        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=2)
+        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=3)
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     annotations = {image_id: _to_arrays(r) for image_id, r in rows.items()}
-    return AnnotationSet(path, images, annotations, categories, extra)
+    return AnnotationSet(path, images, annotations, kept_categories, extra)
+
+
+def _filter_categories(path: str, categories: list[dict], names: Collection[str] | None) -> list[dict]:
+    if names is None:
+        return categories
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
+        raise ValueError(f"categories must be a non-empty collection of names, got {names!r}")
+    available = [c.get("name") for c in categories]
+    missing = sorted(set(names) - set(available))
+    if missing:
+        raise DataError(f"{path}: no category named {missing} (categories: {available})")
+    return [c for c in categories if c.get("name") in set(names)]
 
 
 def _parse_image(path: str, entry: object) -> ImageInfo:

@@ -1,4 +1,4 @@
-"""Training sub-images ("corner" cutting), as the reference does it (tinyperson-protocol.md, section 2).
+"""Training sub-images ("corner" cutting), as the reference does it (docs/protocol.md §2).
 
 The cut offsets (`cut_starts`: step `sub - overlap`, ceil((size - overlap) / step) cuts, the last one moved
 back to end at the image edge) are also those of the inference tile grid of section 3 (tinyfast.tiling),

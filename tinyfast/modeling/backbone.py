@@ -1,4 +1,4 @@
-"""ResNet (or RegNet) + FPN backbones of the TinyPerson detectors (protocol section 5).
+"""ResNet (or RegNet) + FPN backbones of the TinyPerson detectors (docs/protocol.md §5.1).
 
 The network is torchvision's, with frozen BatchNorm (statistics and affine parameters fixed, as
 `norm_eval=True, requires_grad=False` in the reference) and its stem and first stage frozen

@@ -13,7 +13,7 @@ from tinyfast.modeling.retinanet import AdapRetinaNet, RetinaNetConfig
 from tinyfast.tiling import MergePolicy, detector_merge_policy
 
 # The detectors a config's `model.name` can name: the model class and its config dataclass. A class's
-# `dense_head` says which merge policy of tiled inference fits it (protocol section 3).
+# `dense_head` says which merge policy of tiled inference fits it (docs/protocol.md §3.3).
 DETECTORS = {
     "adap_fcos": (AdapFCOS, FCOSConfig),
     "adap_retinanet": (AdapRetinaNet, RetinaNetConfig),

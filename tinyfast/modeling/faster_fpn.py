@@ -1,4 +1,4 @@
-"""Faster-FPN (protocol section 5): ResNet-FPN P2-P6 (P6 by max-pooling P5), an RPN on P2-P6 with anchors
+"""Faster-FPN (docs/protocol.md §5.2): ResNet-FPN P2-P6 (P6 by max-pooling P5), an RPN on P2-P6 with anchors
 of `scales=[2]` (8 px on P2) and 3 ratios, RoIAlign 7x7 on P2-P5, two shared fully connected layers and a
 class-specific box regression. Both assignments (RPN anchors, RoIs) come from the compiled
 `tinyfast.ops.max_iou_assign`, the NMS from `tinyfast.ops.batched_nms`.
@@ -7,7 +7,7 @@ Training as mmdetection 2.x's `faster_rcnn_r50_fpn`: RPN anchors positive at IoU
 best anchors at >= 0.3), negative below 0.3, 256 sampled per image, half positive at most; proposals
 (detached) from the top 2000 anchors per level, NMS 0.7 per level, the best 1000 per image; the GTs are
 added to the proposals; RoIs positive at IoU >= 0.5, 512 sampled per image, a quarter positive at most.
-Test (protocol section 3): RPN top 1000 per level, NMS 0.7, keep 1000; RCNN score > 0.05, NMS 0.5, no cap.
+Test (docs/protocol.md §3.3): RPN top 1000 per level, NMS 0.7, keep 1000; RCNN score > 0.05, NMS 0.5, no cap.
 """
 
 from __future__ import annotations

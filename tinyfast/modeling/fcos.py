@@ -1,4 +1,4 @@
-"""Adap FCOS (protocol section 5): ResNet-FPN P2-P6, an FCOS head without GroupNorm, focal + GIoU +
+"""Adap FCOS (docs/protocol.md §5.4): ResNet-FPN P2-P6, an FCOS head without GroupNorm, focal + GIoU +
 centerness losses, with targets from the compiled `tinyfast.ops.fcos_targets`.
 
 Differences from torchvision's FCOS that TinyPerson needs: P2 (stride 4) is used, regress ranges start at

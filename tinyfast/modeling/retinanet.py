@@ -1,4 +1,4 @@
-"""Adap RetinaNet (protocol section 5): ResNet-FPN P2-P6 with P6 from C5 (`add_extra_convs='on_input'`),
+"""Adap RetinaNet (docs/protocol.md §5.3): ResNet-FPN P2-P6 with P6 from C5 (`add_extra_convs='on_input'`),
 anchors of strides 4..64 with `octave_base_scale=2` (8, 10.1 and 12.7 px on P2), 3 ratios, focal loss,
 max-IoU assignment from the compiled `tinyfast.ops.max_iou_assign`, L1 loss on the box deltas.
 

@@ -10,7 +10,7 @@ import torch
 
 @dataclass(frozen=True)
 class TileSettings:
-    """What a merge policy asks of the detector for every tile (protocol section 3).
+    """What a merge policy asks of the detector for every tile (docs/protocol.md §3.5).
 
     - ``nms_pre``: dense heads keep at most this many candidates per tile and FPN level (None: the
       detector's own default);

@@ -1,4 +1,4 @@
-"""The inference tile grid of the TinyPerson reference (docs/tinyperson-protocol.md, section 3)."""
+"""The inference tile grid of the TinyPerson reference (docs/protocol.md §3.1)."""
 
 from __future__ import annotations
 

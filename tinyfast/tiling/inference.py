@@ -1,5 +1,5 @@
 """Tiled inference on full images: cut tiles (with test-time scales and flips), batch them into the
-detector, merge the tile detections per image with a policy of the reference (protocol section 3)."""
+detector, merge the tile detections per image with a policy of the reference (docs/protocol.md §3.3, §3.4)."""
 
 from __future__ import annotations
 
