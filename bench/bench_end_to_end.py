@@ -24,7 +24,7 @@ import pytest
 import torch
 import torchvision
 
-from bench.bench_merge import fastest_sahi_backend
+from bench.bench_merge_tiles import fastest_sahi_backend
 from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.modeling.build import build_model, policy_for_model

@@ -1,5 +1,5 @@
-"""What every benchmark shares: the devices to run on, the quick mode, honest timers (the machine they ran
-on: `tinyfast.utils.machine`).
+"""What every benchmark shares: the devices to run on, the quick mode, honest timers, peak memory (the
+machine they ran on: `tinyfast.utils.machine`).
 
 The quick mode (one small round, as a smoke test) is on under ``--benchmark-disable`` (CI runs each benchmark
 once as a test) or ``TINYFAST_BENCH_QUICK=1`` (the default when ``CI=true``).
@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from tinyfast.ops import cuda_available_in_build
 
@@ -53,3 +54,23 @@ def best_time(function, runs):
         result = function()
         times.append(time.perf_counter() - start)
     return result, min(times)
+
+
+def peak_bytes(function, device):
+    """Peak memory allocated by torch while ``function`` runs, above what was allocated when it started."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        function()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+    changes = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
+    allocated = peak = 0
+    for event in sorted(changes, key=lambda event: event.start_ns()):
+        allocated += event.nbytes()
+        peak = max(peak, allocated)
+    return peak
+

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
-from tinyfast.ops import _library  # noqa: F401  (registers torch.ops.tinyfast)
+from tinyfast.ops import _arguments, _library  # noqa: F401  (_library registers torch.ops.tinyfast)
 
-_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_OP = "max_iou_assign"
 
 
 def max_iou_assign(
@@ -57,77 +54,33 @@ def max_iou_assign(
     overflows included, raises ``ValueError`` naming the argument.
     """
     if (ignore_boxes is None) != (ignore_counts is None):
-        raise ValueError("max_iou_assign: ignore_boxes and ignore_counts must be given together")
-    _check_boxes("boxes", boxes, "box_counts", box_counts)
-    _check_boxes("gt_boxes", gt_boxes, "gt_counts", gt_counts)
+        _arguments.fail(_OP, "ignore_boxes and ignore_counts must be given together")
+    boxes = _arguments.tensor(_OP, "boxes", boxes)
+    box_counts = _arguments.integer_tensor(_OP, "box_counts", box_counts)
     if ignore_boxes is None:
         ignore_boxes = boxes.new_empty((0, 4))
         ignore_counts = torch.zeros_like(box_counts, dtype=torch.int64)
-    else:
-        _check_boxes("ignore_boxes", ignore_boxes, "ignore_counts", ignore_counts)
-    for name, counts in (("gt_counts", gt_counts), ("ignore_counts", ignore_counts)):
-        if counts.shape != box_counts.shape:
-            raise ValueError(
-                f"max_iou_assign: {name} must have one entry per image (B = {box_counts.shape[0]}, "
-                f"box_counts), got {list(counts.shape)}"
-            )
-    tensors = {
-        "boxes": boxes,
-        "box_counts": box_counts,
-        "gt_boxes": gt_boxes,
-        "gt_counts": gt_counts,
-        "ignore_boxes": ignore_boxes,
-        "ignore_counts": ignore_counts,
-    }
-    for name, value in tensors.items():
-        if value.device != boxes.device:
-            raise ValueError(
-                f"max_iou_assign: {name} must be on the device of boxes ({boxes.device}), got {value.device}"
-            )
-    for name, value in (("low_quality", low_quality), ("gt_max_assign_all", gt_max_assign_all)):
-        if not isinstance(value, bool):
-            raise ValueError(f"max_iou_assign: {name} must be a bool, got {value!r}")
     return torch.ops.tinyfast.max_iou_assign(
         boxes,
-        box_counts.to(torch.int64),
-        gt_boxes,
-        gt_counts.to(torch.int64),
-        ignore_boxes,
-        ignore_counts.to(torch.int64),
-        _number("pos_iou", pos_iou),
-        _number("neg_iou", neg_iou),
-        _number("min_pos_iou", min_pos_iou),
-        low_quality,
-        gt_max_assign_all,
-        _number("ignore_iof", ignore_iof),
+        box_counts,
+        _arguments.tensor(_OP, "gt_boxes", gt_boxes),
+        _arguments.integer_tensor(_OP, "gt_counts", gt_counts),
+        _arguments.tensor(_OP, "ignore_boxes", ignore_boxes),
+        _arguments.integer_tensor(_OP, "ignore_counts", ignore_counts),
+        _arguments.real(_OP, "pos_iou", pos_iou),
+        _arguments.real(_OP, "neg_iou", neg_iou),
+        _arguments.real(_OP, "min_pos_iou", min_pos_iou),
+        _arguments.boolean(_OP, "low_quality", low_quality),
+        _arguments.boolean(_OP, "gt_max_assign_all", gt_max_assign_all),
+        _arguments.real(_OP, "ignore_iof", ignore_iof),
     )
 
 
-def _check_boxes(boxes_name, boxes, counts_name, counts) -> None:
-    """Structure checks; value checks (finite boxes, counts that add up) run in the op."""
-    for name, value in ((boxes_name, boxes), (counts_name, counts)):
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"max_iou_assign: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
-        raise ValueError(
-            f"max_iou_assign: {boxes_name} must be a floating [n, 4] tensor, "
-            f"got {boxes.dtype} {list(boxes.shape)}"
-        )
-    if counts.dim() != 1 or counts.dtype not in _INTEGER_DTYPES:
-        raise ValueError(
-            f"max_iou_assign: {counts_name} must be an integer [B] tensor, "
-            f"got {counts.dtype} {list(counts.shape)}"
-        )
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"max_iou_assign: {name} must be a number, got {value!r}")
-    return float(value)
-
-
 @torch.library.register_fake("tinyfast::max_iou_assign")
-def _max_iou_assign_fake(boxes, box_counts, gt_boxes, gt_counts, *_):
+def _max_iou_assign_fake(boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts, *_):
+    tensors = {"boxes": boxes, "box_counts": box_counts, "gt_boxes": gt_boxes, "gt_counts": gt_counts,
+               "ignore_boxes": ignore_boxes, "ignore_counts": ignore_counts}  # fmt: skip
+    _arguments.check_one_device(_OP, tensors)
     torch._check(boxes.dim() == 2 and boxes.shape[1] == 4)
     torch._check(gt_boxes.dim() == 2 and gt_boxes.shape[1] == 4)
     num_boxes = boxes.shape[0]

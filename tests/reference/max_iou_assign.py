@@ -1,4 +1,4 @@
-"""The max-IoU assignment reference, dense as mmdetection 2.x writes it, and a TinyPerson RetinaNet workload.
+"""The max-IoU assignment reference, dense as mmdetection 2.x writes it, and mmdetection's RetinaNet anchors.
 
 ``dense_max_iou_assign`` follows ``MaxIoUAssigner.assign`` / ``assign_wrt_overlaps`` (mmdetection 2.x) line
 by line, with a GTs x boxes IoU matrix per image. The tests compare ``tinyfast.ops.max_iou_assign`` with it
@@ -6,11 +6,10 @@ exactly; the benchmark times it as the baseline.
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from bench.fcos_reference import TINY_PERSON_STRIDES, tiny_person_gt_boxes
+from tests.reference.fcos_targets import TINY_PERSON_STRIDES
 
 
 def bbox_overlaps(bboxes1, bboxes2, mode="iou", eps=1e-6):
@@ -137,46 +136,3 @@ def retinanet_anchors(
         shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 1, 4)
         levels.append((shifts + base[None]).reshape(-1, 4))
     return torch.cat(levels).to(device)
-
-
-@dataclass
-class AssignWorkload:
-    boxes: torch.Tensor
-    box_counts: torch.Tensor
-    gt_boxes: torch.Tensor
-    gt_counts: torch.Tensor
-    ignore_boxes: torch.Tensor
-    ignore_counts: torch.Tensor
-
-    def arguments(self):
-        return self.boxes, self.box_counts, self.gt_boxes, self.gt_counts
-
-    def ignore_arguments(self):
-        return {"ignore_boxes": self.ignore_boxes, "ignore_counts": self.ignore_counts}
-
-
-# RetinaNet's MaxIoUAssigner, with TinyPerson's ignore regions.
-RETINANET_ASSIGNER = {"pos_iou": 0.5, "neg_iou": 0.4, "min_pos_iou": 0.0, "ignore_iof": 0.5}
-
-
-def tiny_person_retinanet(
-    num_images=1, gts_per_image=800, ignores_per_image=8, height=512, width=640, seed=0, device="cpu"
-):
-    """A TinyPerson-like RetinaNet batch: the anchors of a 640x512 sub-image on P2-P6 (245,520), the GTs of
-    ``tiny_person_gt_boxes`` and a few ignore regions (16-96 px, integer corners) per image."""
-    generator = torch.Generator().manual_seed(seed)
-    anchors = retinanet_anchors(height, width)
-    gt_boxes = tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator)
-    num_ignores = num_images * ignores_per_image
-    corner = torch.rand(num_ignores, 2, generator=generator) * torch.tensor([width, height])
-    sides = 16 + torch.rand(num_ignores, 2, generator=generator) * 80
-    ignore_boxes = torch.cat((corner, corner + sides), 1).round()
-    counts = torch.full((num_images,), 1, dtype=torch.int64, device=device)
-    return AssignWorkload(
-        boxes=anchors.repeat(num_images, 1).to(device),
-        box_counts=counts * len(anchors),
-        gt_boxes=gt_boxes.to(device),
-        gt_counts=counts * gts_per_image,
-        ignore_boxes=ignore_boxes.to(device),
-        ignore_counts=counts * ignores_per_image,
-    )

@@ -1,7 +1,7 @@
 """tinyfast.ops.merge_tiles against (a) the PyTorch + torchvision composition and (b) SAHI's postprocess, on
 the TinyPerson merge workload in its raw per-tile form.
 
-Conventions of bench_nms.py: pytest-benchmark times our op, the baseline is timed in the same test, the
+As bench_batched_nms.py: pytest-benchmark times our op, the baseline is timed in the same test, the
 speed-up goes to ``extra_info`` and the end-of-run summary; quick mode (``--benchmark-disable``, CI) runs a
 one-image workload once. SAHI (``sahi.postprocess.combine``) works per image on numpy arrays
 ``[x1, y1, x2, y2, score, category]``; it gets the boxes already in image coordinates for free, and runs

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
 
-from tinyfast.ops import _library  # noqa: F401  (registers torch.ops.tinyfast)
+from tinyfast.ops import _arguments, _library  # noqa: F401  (_library registers torch.ops.tinyfast)
 
-TRUNCATED_MODES = ("keep", "downweight", "drop")
+_OP = "merge_tiles"
 
 
 class MergedDetections(NamedTuple):
@@ -57,6 +56,7 @@ def merge_tiles(
     height). Then keep ``score > score_threshold``, run NMS (``tinyfast.ops.batched_nms``) within each image
     and class (within each image if ``class_agnostic``) and keep the ``max_per_image`` best of each image.
 
+    ``tile_flips`` must be a bool tensor, ``class_agnostic`` a bool.
     ``truncated`` handles boxes cut by a tile border (a box within 1 px of a tile side that is not an image
     border): ``"keep"`` (the reference: NMS alone resolves them), ``"downweight"`` (multiply the score by
     ``truncated_factor``) or ``"drop"``, applied to a truncated box whose area lies at least
@@ -65,89 +65,46 @@ def merge_tiles(
 
     Bad input raises ``ValueError`` naming the argument (NaN or infinite boxes or scores included).
     """
-    boxes = _as_tensor("boxes", boxes)
-    if boxes.dtype not in (torch.float32, torch.float64):
-        if not boxes.is_floating_point():
-            _fail(f"boxes must be floating, got {boxes.dtype}")
+    boxes = _arguments.tensor(_OP, "boxes", boxes)
+    if boxes.is_floating_point() and boxes.dtype not in (torch.float32, torch.float64):
         boxes = boxes.float()
-    device, dtype = boxes.device, boxes.dtype
-    tiles = _as_tensor("tiles", tiles)
-    num_tiles = tiles.shape[0] if tiles.dim() == 2 else -1
+    tiles = _arguments.tensor(_OP, "tiles", tiles)
+    num_tiles = tiles.shape[0] if tiles.dim() == 2 else 0
     if tile_scales is None:
-        tile_scales = torch.ones(max(num_tiles, 0), 2, device=device)
+        tile_scales = torch.ones(num_tiles, 2, device=boxes.device)
     if tile_flips is None:
-        tile_flips = torch.zeros(max(num_tiles, 0), dtype=torch.bool, device=device)
-    scores = _as_tensor("scores", scores)
-    if not scores.is_floating_point():
-        _fail(f"scores must be floating, got {scores.dtype}")
-    arguments = {
-        "labels": _as_integer("labels", labels),
-        "tile_index": _as_integer("tile_index", tile_index),
-        "tiles": tiles.to(dtype),
-        "tile_scales": _as_tensor("tile_scales", tile_scales).to(dtype),
-        "tile_flips": _as_tensor("tile_flips", tile_flips).to(torch.bool),
-        "tile_image": _as_integer("tile_image", tile_image),
-        "image_sizes": _as_tensor("image_sizes", image_sizes).to(dtype),
-    }
-    for name, value in arguments.items():
-        if value.device != device:
-            _fail(f"{name} must be on the device of boxes ({device}), got {value.device}")
-    if truncated not in TRUNCATED_MODES:
-        _fail(f"truncated must be one of {TRUNCATED_MODES}, got {truncated!r}")
-    threshold = -math.inf if score_threshold is None else _number("score_threshold", score_threshold)
-    cap = -1 if max_per_image is None else _count("max_per_image", max_per_image)
+        tile_flips = torch.zeros(num_tiles, dtype=torch.bool, device=boxes.device)
+    # tiles, tile_scales and image_sizes are computed in the boxes' type.
+    in_box_type = {"dtype": boxes.dtype} if boxes.is_floating_point() else {}
     result = torch.ops.tinyfast.merge_tiles(
         boxes,
-        scores,
-        arguments["labels"],
-        arguments["tile_index"],
-        arguments["tiles"],
-        arguments["tile_scales"],
-        arguments["tile_flips"],
-        arguments["tile_image"],
-        arguments["image_sizes"],
-        threshold,
-        _number("iou_threshold", iou_threshold),
-        bool(class_agnostic),
-        cap,
-        truncated,
-        _number("truncated_iof", truncated_iof),
-        _number("truncated_factor", truncated_factor),
+        _arguments.tensor(_OP, "scores", scores),
+        _arguments.integer_tensor(_OP, "labels", labels),
+        _arguments.integer_tensor(_OP, "tile_index", tile_index),
+        tiles.to(**in_box_type),
+        _arguments.tensor(_OP, "tile_scales", tile_scales).to(**in_box_type),
+        _arguments.tensor(_OP, "tile_flips", tile_flips),
+        _arguments.integer_tensor(_OP, "tile_image", tile_image),
+        _arguments.tensor(_OP, "image_sizes", image_sizes).to(**in_box_type),
+        -math.inf if score_threshold is None else _arguments.real(_OP, "score_threshold", score_threshold),
+        _arguments.real(_OP, "iou_threshold", iou_threshold),
+        _arguments.boolean(_OP, "class_agnostic", class_agnostic),
+        _arguments.optional_integer(_OP, "max_per_image", max_per_image),
+        _arguments.string(_OP, "truncated", truncated),
+        _arguments.real(_OP, "truncated_iof", truncated_iof),
+        _arguments.real(_OP, "truncated_factor", truncated_factor),
     )
     return MergedDetections(*result)
 
 
-def _fail(message: str):
-    raise ValueError(f"merge_tiles: {message}")
-
-
-def _as_tensor(name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        _fail(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
-
-def _as_integer(name: str, value) -> torch.Tensor:
-    value = _as_tensor(name, value)
-    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        _fail(f"{name} must be an integer tensor, got {value.dtype}")
-    return value.to(torch.int64)
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        _fail(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        _fail(f"{name} must be None or an int >= 0, got {value!r}")
-    return int(value)
-
-
 @torch.library.register_fake("tinyfast::merge_tiles")
-def _merge_tiles_fake(boxes, scores, labels, *_):
+def _merge_tiles_fake(
+    boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes, *_
+):
+    tensors = {"boxes": boxes, "scores": scores, "labels": labels, "tile_index": tile_index, "tiles": tiles,
+               "tile_scales": tile_scales, "tile_flips": tile_flips, "tile_image": tile_image,
+               "image_sizes": image_sizes}  # fmt: skip
+    _arguments.check_one_device(_OP, tensors)
     torch._check(boxes.dim() == 2 and boxes.shape[1] == 4)
     kept = torch.library.get_ctx().new_dynamic_size()
     return (

@@ -1,11 +1,9 @@
-"""The FCOS target reference, dense as mmdetection 2.x writes it, and the TinyPerson FCOS workload.
+"""The FCOS target reference, dense as mmdetection 2.x writes it, and mmdetection's points.
 
 ``dense_fcos_targets`` follows ``FCOSHead.get_targets`` / ``_get_target_single`` (mmdetection 2.x) line by
 line: points x GTs x 4 tensors per image. The tests compare ``tinyfast.ops.fcos_targets`` with it exactly;
 the benchmark times it as the baseline.
 """
-
-from dataclasses import dataclass
 
 import torch
 
@@ -136,53 +134,3 @@ def _get_target_single(
     labels[min_area == INF] = background_label
     bbox_targets = bbox_targets[range(num_points), min_area_inds]
     return labels, bbox_targets
-
-
-@dataclass
-class FcosWorkload:
-    points: torch.Tensor
-    level_sizes: list
-    strides: tuple
-    regress_ranges: tuple
-    gt_boxes: torch.Tensor
-    gt_labels: torch.Tensor
-    gt_counts: torch.Tensor
-    num_classes: int = 1
-
-    def arguments(self):
-        return (
-            self.points, self.level_sizes, self.strides, self.regress_ranges, self.gt_boxes, self.gt_labels,
-            self.gt_counts, self.num_classes,
-        )  # fmt: skip
-
-
-def tiny_person_fcos(num_images=2, gts_per_image=800, height=512, width=640, seed=0, device="cpu"):
-    """A TinyPerson-like FCOS batch: 640x512 sub-images, strides 4..64 (27,280 points), and the GTs of
-    ``tiny_person_gt_boxes``."""
-    generator = torch.Generator().manual_seed(seed)
-    points, level_sizes = fcos_points(height, width)
-    gt_boxes = tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator)
-    return FcosWorkload(
-        points=points.to(device),
-        level_sizes=level_sizes,
-        strides=TINY_PERSON_STRIDES,
-        regress_ranges=TINY_PERSON_RANGES,
-        gt_boxes=gt_boxes.to(device),
-        gt_labels=torch.zeros(len(gt_boxes), dtype=torch.int64, device=device),
-        gt_counts=torch.full((num_images,), gts_per_image, dtype=torch.int64, device=device),
-    )
-
-
-def tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator):
-    """[num_images * gts_per_image, 4] tiny people (2-32 px wide, 1-3x as high) in clusters, some touching
-    or crossing the image border, with integer pixel corners as annotations have: many ties and edge hits."""
-    boxes = []
-    for _ in range(num_images):
-        centres = torch.rand(8, 2, generator=generator) * torch.tensor([width, height])
-        around = centres[torch.randint(0, 8, (gts_per_image,), generator=generator)]
-        xy = around + torch.randn(gts_per_image, 2, generator=generator) * 60
-        w = 2 + torch.rand(gts_per_image, generator=generator) ** 2 * 30
-        h = w * (1 + 2 * torch.rand(gts_per_image, generator=generator))
-        image_boxes = torch.stack((xy[:, 0] - w / 2, xy[:, 1] - h / 2, xy[:, 0] + w / 2, xy[:, 1] + h / 2), 1)
-        boxes.append(image_boxes.clamp(min=torch.zeros(4), max=torch.tensor([width, height, width, height])))
-    return torch.cat(boxes).round()
