@@ -7,12 +7,13 @@ import torchvision
 
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
+from tinyfast.data.build import DataConfig, train_dataset
 from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, resume_path, save_checkpoint
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
-from tinyfast.engine.evaluation import task_ground_truth
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import amp_dtype, build_model, train, train_dataset
+from tinyfast.engine.trainer import amp_dtype, train
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
+from tinyfast.modeling.build import build_model
 from tinyfast.tiling import TileSettings
 
 
@@ -36,7 +37,7 @@ def test_min_objects_per_cut_must_be_a_positive_int():
     config = load_config(CONFIG_DIR / "fcos_synthetic.toml")["data"]
     for bad in (0, 2.5, "10"):
         with pytest.raises(ValueError, match="data.min_objects_per_cut must be an int >= 1"):
-            train_dataset({**config, "min_objects_per_cut": bad})
+            train_dataset(DataConfig.from_config({**config, "min_objects_per_cut": bad}))
 
 
 def test_overrides_are_read_as_toml_values_and_typos_are_errors():
@@ -123,23 +124,6 @@ def test_mixed_precision_is_for_gpus():
     assert amp_dtype("off", torch.device("cuda", 0)) is None
     with pytest.raises(ValueError, match="train.amp must be one of"):
         amp_dtype("fp8", torch.device("cpu"))
-
-
-def test_task_ground_truth_merges_or_ignores_categories():
-    coco = {
-        "images": [{"id": 0, "file_name": "a.jpg", "width": 10, "height": 10}],
-        "annotations": [
-            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4},
-            {"id": 2, "image_id": 0, "category_id": 2, "bbox": [4, 4, 2, 2], "area": 4},
-        ],
-        "categories": [{"id": 1, "name": "sea_person"}, {"id": 2, "name": "earth_person"}],
-    }
-    merged = task_ground_truth(coco, "all")
-    assert [a["category_id"] for a in merged["annotations"]] == [1, 1]
-    sea = task_ground_truth(coco, "sea")
-    assert [a.get("ignore", 0) for a in sea["annotations"]] == [0, 1]
-    with pytest.raises(ValueError, match="data.task"):
-        task_ground_truth(coco, "lake")
 
 
 def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(smoke_overrides, tmp_path):

@@ -17,7 +17,8 @@ from tinyfast.data.transforms import read_image
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.trainer import build_model, train
+from tinyfast.engine.trainer import train
+from tinyfast.modeling.build import build_model
 
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
 

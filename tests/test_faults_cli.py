@@ -19,7 +19,7 @@ from PIL import Image
 
 from tinyfast.engine.checkpoint import save_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model
 from tinyfast.utils import cli
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]

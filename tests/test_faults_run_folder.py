@@ -32,7 +32,7 @@ from tinyfast.engine.checkpoint import (
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.distributed import Processes
 from tinyfast.engine.run_folder import LOCK_FILE, RunFolderBusy, main_process_lock, run_folder_lock
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model
 
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
 ENVIRONMENT = {

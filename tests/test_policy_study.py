@@ -1,4 +1,4 @@
-"""The merge-policy study (bench/policies.py): with a detector that finds every painted person exactly, the
+"""The merge-policy study (tinyfast/study.py): with a detector that finds every painted person exactly, the
 caps per image and per evaluation must take away what they can, and the border-aware merge must leave one
 box per person; the command line runs on a tiny model and writes its table, json and plot."""
 
@@ -9,10 +9,10 @@ import torch
 from painted_persons import PaintedPersonDetector, painted_image
 from torchvision.io import write_jpeg
 
-from bench.policies import SETTINGS, Setting, label, main, markdown_table, run_study, spread
 from tinyfast.engine.checkpoint import save_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model
+from tinyfast.study import SETTINGS, Setting, label, main, markdown_table, run_study, spread
 
 FULL_HD = (1920, 1080)
 CELL = 48  # one person per cell of a grid: no two persons overlap

@@ -1,8 +1,10 @@
 """Evaluate COCO-format detections on TinyPerson: ``python -m tinyfast.evaluate GT.json RESULTS.json``.
 
 Prints AP and AR at IoU 0.25/0.5/0.75 for every size range in the reference evaluator's layout, and with
-``--mr`` the log-average miss rate per size setup. With ``--points``: point localisation AP/AR at the
-normalised distances ``--match-thresholds`` (results carry ``point`` [x, y], or a ``bbox``).
+``--mr`` the log-average miss rate per size setup. ``--task all|sea|earth`` scores the categories as
+``python -m tinyfast.test`` does for that ``data.task`` (without it, every category of GT.json is scored as
+it is). With ``--points``: point localisation AP/AR at the normalised distances ``--match-thresholds``
+(results carry ``point`` [x, y], or a ``bbox``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tinyfast.data.annotations import TASKS, read_json, task_ground_truth
 from tinyfast.evaluation import (
     EvalParams,
     MissRateParams,
@@ -38,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--mr", action="store_true", help="also print the log-average miss rate per size setup"
     )
+    parser.add_argument(
+        "--task", choices=TASKS, default=None, help="score the categories as tinyfast.test does for data.task"
+    )
     parser.add_argument("--points", action="store_true", help="evaluate point localisation (CPR's metric)")
     parser.add_argument(
         "--match-thresholds",
@@ -57,8 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.max_dets = 1000 if args.max_dets is None else args.max_dets
     params = EvalParams.tinyperson(args.max_dets)
     mr_params = MissRateParams(max_dets=args.max_dets) if args.mr else None
-    results = match_by_file_name(args.results, args.gt) if args.by_file_name else args.results
-    metrics = evaluate(args.gt, results, args.max_dets, miss_rate=args.mr)
+    gt = args.gt
+    if args.task is not None:
+        gt = task_ground_truth(read_json(args.gt), args.task, args.gt)
+    results = match_by_file_name(args.results, gt) if args.by_file_name else args.results
+    metrics = evaluate(gt, results, args.max_dets, miss_rate=args.mr)
     print(format_report(metrics, params, mr_params))
     return 0
 

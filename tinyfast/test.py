@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine import distributed
-from tinyfast.engine.config import apply_override, config_path, load_config, shipped_configs
+from tinyfast.engine.checkpoint import load_checkpoint
+from tinyfast.engine.config import config_path, load_config, shipped_configs
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.predictor import resolve_model
-from tinyfast.engine.trainer import load_model
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.modeling.build import load_model
 from tinyfast.utils import cli
 
 
@@ -36,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_intermixed_args(argv)
     if Path(args.model).is_dir() or Path(args.model).suffix == ".pth":
-        checkpoint, overrides = args.model, args.rest
-        config, checkpoint = resolve_model(checkpoint)
-        for override in overrides:
-            apply_override(config, override)
+        config, checkpoint, state = resolve_model(args.model, args.rest)
     else:
         try:
             config_path(args.model)
@@ -51,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.rest or "=" in args.rest[0]:
             raise ValueError(f"{args.model} is a config: give the checkpoint to test after it")
         checkpoint, overrides = args.rest[0], args.rest[1:]
-        config = load_config(args.model, overrides)
+        config, state = load_config(args.model, overrides), None
     out_dir = Path(args.out) if args.out else Path(checkpoint).parent
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder")
-    model = load_model(config["model"], checkpoint)
+    state = state or load_checkpoint(Path(checkpoint))
+    model = load_model(config["model"], state, str(checkpoint))
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:
         metrics = evaluate_detector(

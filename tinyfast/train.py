@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.distributed import is_main_process
 from tinyfast.engine.trainer import train
 from tinyfast.evaluation import EvalParams, format_report
 from tinyfast.utils import cli
+from tinyfast.utils.comm import is_main_process
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -5,6 +5,7 @@ Fields and their meaning follow the reference (docs/protocol.md §1).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -135,15 +136,7 @@ class AnnotationSet:
 
     def task_category_ids(self, task: Task) -> set[int]:
         """Category ids that are positives in `task`; the other category becomes ignore."""
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-        if task == "all":
-            return {c["id"] for c in self.categories}
-        name = SEA_PERSON if task == "sea" else EARTH_PERSON
-        ids = {c["id"] for c in self.categories if c["name"] == name}
-        if not ids:
-            raise DataError(f"{self.path}: task {task!r} needs a category named {name!r}")
-        return ids
+        return task_category_ids(self.categories, task, self.path)
 
     def targets(self, anns: ImageAnnotations, task: Task) -> TaskTargets:
         positive = np.isin(anns.category_ids, list(self.task_category_ids(task))) & ~anns.not_a_person
@@ -171,6 +164,44 @@ class AnnotationSet:
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_coco(), separators=(",", ":"), allow_nan=False))
+
+
+def task_category_ids(categories: list[dict], task: Task, source: str = "the ground truth") -> set[int]:
+    """The ids of the categories that are positives in `task`: every category for "all", the one named
+    `sea_person` or `earth_person` for "sea" or "earth" (training, testing and evaluation all map tasks to
+    categories through this function). `source` names the file in the error of a missing category."""
+    if task not in TASKS:
+        raise ValueError(f"data.task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    if task == "all":
+        return {c["id"] for c in categories}
+    name = SEA_PERSON if task == "sea" else EARTH_PERSON
+    ids = {c["id"] for c in categories if c.get("name") == name}
+    if not ids:
+        raise DataError(f"{source}: task {task!r} needs a category named {name!r}")
+    return ids
+
+
+def task_scoring_category(categories: list[dict], task: Task, source: str = "the ground truth") -> int:
+    """The one category id a task is scored under: 1 ("person") for "all", the task's category otherwise.
+    Detections are written with this id."""
+    return 1 if task == "all" else min(task_category_ids(categories, task, source))
+
+
+def task_ground_truth(coco: dict, task: Task, source: str = "the ground truth") -> dict:
+    """The ground truth as the task is scored: "all" merges sea and earth into one category `person` (id 1);
+    "sea" or "earth" keeps that category and makes the other one ignore regions."""
+    positives = task_category_ids(coco["categories"], task, source)
+    kept = task_scoring_category(coco["categories"], task, source)
+    gt = copy.deepcopy(coco)
+    for ann in gt["annotations"]:
+        if task != "all" and ann["category_id"] not in positives:
+            ann["ignore"] = 1
+        ann["category_id"] = kept
+    if task == "all":
+        gt["categories"] = [{"id": 1, "name": "person"}]
+    else:
+        gt["categories"] = [c for c in gt["categories"] if c["id"] == kept]
+    return gt
 
 
 def _annotation_dicts(image_id: int, anns: ImageAnnotations) -> list[dict]:

@@ -14,18 +14,19 @@ from torchvision.utils import draw_bounding_boxes
 
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine.checkpoint import LATEST, load_checkpoint
-from tinyfast.engine.config import apply_override, load_config, with_defaults
+from tinyfast.engine.config import apply_override, check_config, load_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference
-from tinyfast.engine.trainer import load_model
+from tinyfast.modeling.build import load_model
 from tinyfast.tiling import TileSettings
 
 RUN_CONFIG = "config.toml"
 ImageLike = str | Path | torch.Tensor
 
 
-def resolve_model(source: str | Path) -> tuple[dict, Path]:
-    """The config and the checkpoint of a model given as a run folder (its `config.toml` and `latest.pth`)
-    or as a checkpoint file (the resolved config it was trained with travels inside it)."""
+def resolve_model(source: str | Path, overrides: Sequence[str] = ()) -> tuple[dict, Path, dict]:
+    """The config (with `overrides` applied, every key checked), the checkpoint path and the checkpoint's
+    state of a model given as a run folder (its `config.toml` and `latest.pth`) or as a checkpoint file (the
+    resolved config it was trained with travels inside it)."""
     path = Path(source)
     if path.is_dir():
         checkpoint = path / LATEST
@@ -33,19 +34,25 @@ def resolve_model(source: str | Path) -> tuple[dict, Path]:
             raise ValueError(
                 f"model {path} is a folder without {LATEST}: not a run folder of a trained model"
             )
-        if (path / RUN_CONFIG).is_file():
-            return with_defaults(load_config(path / RUN_CONFIG)), checkpoint
     elif path.is_file():
         checkpoint = path
     else:
         raise ValueError(f"model {path} is neither a run folder nor a checkpoint file")
-    saved = load_checkpoint(checkpoint).get("config")
-    if not isinstance(saved, dict):
-        raise ValueError(
-            f"{checkpoint} carries no config (it was written before checkpoints held one): give the config "
-            "it was trained with, python -m tinyfast.test CONFIG CHECKPOINT"
-        )
-    return with_defaults(saved), checkpoint
+    state = load_checkpoint(checkpoint)
+    if path.is_dir() and (path / RUN_CONFIG).is_file():
+        config = load_config(path / RUN_CONFIG)
+    else:
+        config = state.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{checkpoint} carries no config (it was written before checkpoints held one): give the "
+                "config it was trained with, python -m tinyfast.test CONFIG CHECKPOINT"
+            )
+    config = with_defaults(config)
+    for override in overrides:
+        apply_override(config, override)
+    check_config(config)
+    return config, checkpoint, state
 
 
 def as_rgb_uint8(image: ImageLike) -> torch.Tensor:
@@ -166,7 +173,5 @@ def load_detector(
     """The trained model of a run folder (`config.toml` and `latest.pth`) or of a checkpoint file (which
     carries its config) as a `Detector` on `device` (default: the GPU when there is one, else the CPU).
     `overrides` change the config (`key.sub=value`), e.g. `["test.policy=after", "test.flips=true"]`."""
-    config, checkpoint = resolve_model(source)
-    for override in overrides:
-        apply_override(config, override)
-    return Detector(load_model(config["model"], checkpoint), config, device)
+    config, checkpoint, state = resolve_model(source, overrides)
+    return Detector(load_model(config["model"], state, str(checkpoint)), config, device)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,8 @@ from torchvision import models
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, setting
 
 # torchvision constructors and the ImageNet weights that go with them (the reference's ResNets: V1).
 BACKBONES = {
@@ -41,6 +44,22 @@ _NORMS = {
     "batch": nn.BatchNorm2d,
     "group": lambda channels: nn.GroupNorm(math.gcd(32, channels), channels),
 }
+
+
+@dataclass(frozen=True)
+class BackboneConfig(Section):
+    """The backbone and FPN options every detector config shares (its first fields); the detector configs
+    are the `[model]` section of a config."""
+
+    section: ClassVar[str] = "model"
+
+    backbone: str = setting(OneOf(tuple(BACKBONES)), "resnet50")
+    pretrained: bool = setting(Flag(), True)
+    backbone_norm: str = setting(OneOf(tuple(_NORMS)), "frozen")  # "batch" or "group" to train from scratch
+    # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
+    frozen_stages: int = setting(Integer(-1, 4), 1)
+    channels: int = setting(Integer(1), 256)
+    strides: tuple[int, ...] = setting(Sequence(Integer(1), min_length=1), (4, 8, 16, 32, 64))
 
 
 def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
@@ -161,6 +180,20 @@ class BackboneFPN(nn.Module):
             extra_in = out_channels if extra_source == "on_output" else stage_channels[-1]
             extra_block = LastLevelP6(extra_in, out_channels, extra_source)
         self.fpn = FeaturePyramidNetwork(stage_channels, out_channels, extra_blocks=extra_block)
+
+    @classmethod
+    def from_config(
+        cls, config: BackboneConfig, extra_source: Literal["on_output", "on_input", "max_pool"]
+    ) -> BackboneFPN:
+        return cls(
+            config.backbone,
+            config.channels,
+            extra_source,
+            config.pretrained,
+            config.frozen_stages,
+            config.backbone_norm,
+            config.strides,
+        )
 
     def forward(self, images: Tensor) -> list[Tensor]:
         x = self.stem(images)

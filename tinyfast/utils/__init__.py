@@ -1,1 +1,1 @@
-"""Helpers shared by every layer: the command-line wrapper (`tinyfast.utils.cli`)."""
+"""Small helpers below every other subpackage (the command-line wrapper, process groups, the schema)."""

@@ -1,6 +1,6 @@
 """The merge-policy study: the reference's test-time table (docs/protocol.md §6.2) on a config's test set.
 
-    python -m bench.policies CONFIG [CHECKPOINT] [key.sub=value ...] [--quick | --images N] [--out DIR]
+    python -m tinyfast.study CONFIG [CHECKPOINT] [key.sub=value ...] [--quick | --images N] [--out DIR]
 
 Rows: run-time crop ("during", merge per full image) or not ("after", every tile an image, merged later) x
 ``nms_pre`` x ``max_per_img`` x the evaluator's ``max_det``, the reference's seven settings, then our
@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 
-from bench.timing import describe, machine
-from tinyfast.data.transforms import normalize, read_image
+from tinyfast.data.build import DataConfig, prepare_data
+from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
-from tinyfast.engine.evaluation import policy_for_model, task_ground_truth
-from tinyfast.engine.trainer import load_model, prepare_data
+from tinyfast.engine.evaluation import TestSet, TiledInference, detect_batches, load_test_set
 from tinyfast.evaluation import evaluate
+from tinyfast.modeling.build import load_model, policy_for_model
 from tinyfast.tiling import TileDetector, coco_results, detect_images
+from tinyfast.utils import cli
+from tinyfast.utils.machine import describe, machine
 
 QUICK_IMAGES = 2
 METRICS = ("AP50_tiny", "AP50_tiny1", "AP50_tiny2", "AP50_tiny3", "AP50_small", "AR50_tiny")
@@ -90,11 +92,13 @@ def run_study(
     settings: Sequence[Setting] = SETTINGS,
     *,
     images_per_batch: int = 2,
+    category_id: int = 1,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[Row]:
     """Tiled inference on ``images`` (normalised as the detector expects) once per distinct inference
-    setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied).
-    ``model_config`` holds the model's test settings (``nms_pre``, ``nms_iou``, ``score_threshold``)."""
+    setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied,
+    the detections written as ``category_id``). ``model_config`` holds the model's test settings
+    (``nms_pre``, ``nms_iou``, ``score_threshold``)."""
     with torch.no_grad():
         detect_images(detector, images[:1], policy_for_model("during", model_config))  # warm-up, untimed
     inferences: dict[tuple, tuple[list[dict], float]] = {}
@@ -102,7 +106,7 @@ def run_study(
     for number, setting in enumerate(settings, 1):
         if setting.inference not in inferences:
             inferences[setting.inference] = _timed_inference(
-                detector, images, image_ids, model_config, setting, images_per_batch
+                detector, images, image_ids, model_config, setting, images_per_batch, category_id
             )
         results, seconds = inferences[setting.inference]
         metrics = evaluate(ground_truth, results, max_dets=setting.max_det, miss_rate=False)
@@ -112,19 +116,26 @@ def run_study(
     return rows
 
 
-def _timed_inference(detector, images, image_ids, model_config, setting, images_per_batch):
+def _timed_inference(detector, images, image_ids, model_config, setting, images_per_batch, category_id):
     """COCO results of tiled inference with ``setting`` and its seconds per image."""
     policy = policy_for_model(
-        setting.policy, model_config, nms_pre=setting.nms_pre, max_per_img=setting.max_per_img
+        setting.policy,
+        model_config,
+        nms_pre=setting.nms_pre,
+        max_per_img=setting.max_per_img,
+        truncated=setting.truncated,
     )
-    detections = []
+    batches = (
+        (first, images[first : first + images_per_batch]) for first in range(0, len(images), images_per_batch)
+    )
     start = time.perf_counter()
-    with torch.no_grad():
-        for first in range(0, len(images), images_per_batch):
-            batch = images[first : first + images_per_batch]
-            detections += detect_images(detector, batch, policy, truncated=setting.truncated)
+    detections = [
+        d
+        for _, found in detect_batches(detector, batches, TiledInference(policy, {}), images[0].device)
+        for d in found
+    ]
     seconds = (time.perf_counter() - start) / max(1, len(images))
-    return coco_results(detections, image_ids), seconds
+    return coco_results(detections, image_ids, (category_id,)), seconds
 
 
 def label(setting: Setting) -> str:
@@ -194,28 +205,18 @@ def spread(count: int, total: int) -> list[int]:
     return [round(k * (total - 1) / max(1, count - 1)) for k in range(count)]
 
 
-def load_test_set(config: dict, num_images: int | None) -> tuple[list[torch.Tensor], list[int], dict]:
-    """The config's test images (decoded and normalised) and their ground truth (task applied), all of them
-    or ``num_images`` spread over the set."""
-    data = config["data"]
-    annotations = Path(data["test_annotations"])
-    if not annotations.is_file():
-        raise ValueError(f"data.test_annotations {annotations} does not exist (convert or generate it first)")
-    gt = task_ground_truth(json.loads(annotations.read_text()), data["task"])
-    infos = gt["images"]
-    infos = [infos[k] for k in spread(num_images, len(infos))] if num_images else infos
-    kept = {info["id"] for info in infos}
-    gt = {**gt, "images": infos, "annotations": [a for a in gt["annotations"] if a["image_id"] in kept]}
-    images = [
-        normalize(read_image(str(Path(data["test_images"]) / info["file_name"])), data["normalization"])
-        for info in infos
-    ]
-    return images, [info["id"] for info in infos], gt
+def study_test_set(config: dict, num_images: int | None) -> tuple[list[torch.Tensor], TestSet]:
+    """The config's test images (decoded and normalised) and their test set (task applied), all of them or
+    ``num_images`` spread over the set."""
+    test_set = load_test_set(config["data"])
+    if num_images:
+        test_set = test_set.subset(spread(num_images, len(test_set.images)))
+    return [test_set.read(info) for info in test_set.images], test_set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.policies",
+    parser = cli.ArgumentParser(
+        prog="python -m tinyfast.study",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -226,36 +227,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} test images only")
-    size.add_argument("--images", type=int, default=None, help="N test images spread over the set")
+    size.add_argument(
+        "--images", type=cli.positive_int, default=None, help="N test images spread over the set"
+    )
     parser.add_argument("--out", default=None, help="output folder")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.checkpoint is not None and "=" in args.checkpoint:  # only overrides were given
         args.overrides.insert(0, args.checkpoint)
         args.checkpoint = None
-    if args.images is not None and args.images < 1:
-        parser.error(f"--images must be >= 1, got {args.images}")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.command
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        checkpoint = Path(args.checkpoint or Path(config["run_dir"]) / "latest.pth")
-        model = load_model(config["model"], checkpoint)
-        prepare_data(config["data"])
-        images, image_ids, gt = load_test_set(config, QUICK_IMAGES if args.quick else args.images)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
+    checkpoint = Path(args.checkpoint or Path(config["run_dir"]) / "latest.pth")
+    model = load_model(config["model"], load_checkpoint(checkpoint), str(checkpoint))
+    prepare_data(DataConfig.from_config(config["data"]))
+    images, test_set = study_test_set(config, QUICK_IMAGES if args.quick else args.images)
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
+    gt = test_set.ground_truth
     rows = run_study(
         model.detect_tiles,
         images,
-        image_ids,
+        [info["id"] for info in test_set.images],
         gt,
         config["model"],
         images_per_batch=config["test"]["images_per_batch"],
+        category_id=test_set.category,
         log=lambda line: print(line, file=sys.stderr),
     )
     persons = sum(1 for a in gt["annotations"] if not (a.get("ignore") or a.get("uncertain")))
