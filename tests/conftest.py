@@ -1,6 +1,12 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# ultralytics (the optional YOLO adapter's tests) checks the network when imported and installs missing
+# plugins on use unless told not to: these machines are offline, and tests must not reach out.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 
 @pytest.fixture(scope="session")

@@ -130,5 +130,5 @@ def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):
 def test_command_line_errors_name_the_problem(tmp_path, capsys):
     assert main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(DEFAULT_CONFIG), "--images", "0"])
+    assert main([str(DEFAULT_CONFIG), "--images", "0"]) == 2
+    assert "argument --images: '0' is not an integer >= 1" in capsys.readouterr().err

@@ -314,9 +314,9 @@ def test_predict_flags_override_the_models_test_settings(tiny_run):
         "overlap": (32, 32),
         "scales": (1, 1.5),
         "flips": True,
-        "truncated": "drop",
         "tile_batch_size": 4,
     }
+    assert detector.inference.policy.truncated == "drop"
     assert detector.inference.policy.tile_settings.max_per_tile == 50  # "after": the cap is per tile
     assert detector.inference.policy.tile_settings.score_threshold == 0.2
     assert predict_cli.overrides_of(predict_cli.parse_args([str(tiny_run), "--out", "o"])) == []

@@ -51,7 +51,9 @@ def _open_header(path: str | Path) -> tuple[tuple[int, int], str]:
                 size, file_format = image.size, image.format
     except Image.DecompressionBombError:
         raise DataError(f"{path}: image has too many pixels (more than {MAX_IMAGE_PIXELS})") from None
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for some broken headers
+    # PIL raises SyntaxError for some broken headers; ImportError comes from an image plugin that another
+    # library loads on an unidentified file (ultralytics patches Image.open to import pi_heif then).
+    except (OSError, ValueError, SyntaxError, ImportError) as e:
         raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())})") from None
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise DataError(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinyfast.engine import distributed
+from tinyfast.utils import comm
 
 LOCK_FILE = ".lock"
 
@@ -68,7 +69,7 @@ def main_process_lock(run_dir: str | Path, processes: distributed.Processes) -> 
             except ValueError as error:
                 refusal = error
         if processes.world_size > 1:
-            refusal = distributed.broadcast_from_main(None if refusal is None else str(refusal))
+            refusal = comm.broadcast_from_main(None if refusal is None else str(refusal))
             refusal = None if refusal is None else RunFolderBusy(refusal)
         if refusal is not None:
             raise refusal
