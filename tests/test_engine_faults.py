@@ -55,6 +55,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_weights(smo
     environment = {
         **os.environ,
         PAUSE_BEFORE_RENAME: "epoch_2.pth",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),  # as this process: the same float reductions
         "PYTHONPATH": os.pathsep.join([REPOSITORY_ROOT, os.environ.get("PYTHONPATH", "")]),
     }
     with (tmp_path / "killed.stderr").open("w") as stderr:

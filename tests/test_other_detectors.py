@@ -2,6 +2,7 @@
 and the ultralytics YOLO adapter against a plain reference of its decoding, threshold, top-k and NMS."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -61,13 +62,19 @@ def test_two_stage_labels_that_count_the_background_are_a_clear_error():
     )
 
 
-ultralytics = pytest.importorskip("ultralytics", reason="ultralytics is optional (pip install ultralytics)")
-
-
 @pytest.fixture(scope="module")
 def yolo():
+    """YOLOv8n built from its yaml: random weights, nothing downloaded. ultralytics is optional, and on
+    import it sets variables such as OMP_NUM_THREADS=1 in os.environ: they are put back, or every later
+    subprocess of the suite would run with other thread counts."""
+    environment = dict(os.environ)
+    ultralytics = pytest.importorskip(
+        "ultralytics", reason="ultralytics is optional (pip install ultralytics)"
+    )
+    os.environ.clear()
+    os.environ.update(environment)
     torch.manual_seed(0)
-    return ultralytics.YOLO("yolov8n.yaml")  # built from its yaml: random weights, nothing downloaded
+    return ultralytics.YOLO("yolov8n.yaml")
 
 
 def reference_detections(network, tiles, settings, iou):
