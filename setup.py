@@ -1,6 +1,6 @@
 """Builds tinyfast._C: C++ CPU kernels always, CUDA kernels when nvcc and a CUDA build of torch exist.
 
-Facts behind the defaults below are in ../shared/docs/build-notes.md.
+Facts behind the defaults below are in docs/build.md.
 """
 
 import glob

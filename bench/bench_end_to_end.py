@@ -8,9 +8,9 @@
   (``sahi.postprocess.combine.batched_nms``, the same IoU threshold, per class, its fastest backend; numpy
   in quick mode) merges them, then the best 1000 are kept.
 
-The model is the default run's Adap FCOS (configs/fcos_synthetic.toml: ResNet-18, 64-channel FPN P2-P6, two
-GroupNorm convs per tower) with random weights (seed 0), except that the classification prior is 0.5 with
-weights 5x the initial ones and the regression starts at 2 strides per side: every candidate passes
+The model is the default run's Adap FCOS (tinyfast/configs/fcos_synthetic.toml: ResNet-18, 64-channel FPN
+P2-P6, two GroupNorm convs per tower) with random weights (seed 0), except that the classification prior is
+0.5 with weights 5x the initial ones and the regression starts at 2 strides per side: every candidate passes
 ``score_thr``, scores spread over (0, 1) and neighbouring candidates overlap as a trained dense head's do,
 so the merge gets its full load (the best 1000 locations per tile and level: 40,800 boxes). Both sides get
 the same normalised image; decoding is not timed. Quick mode (``--benchmark-disable``, CI): a 960x540
@@ -24,11 +24,10 @@ import pytest
 import torch
 import torchvision
 
-from bench.bench_merge import fastest_sahi_backend
+from bench.bench_merge_tiles import fastest_sahi_backend
 from bench.timing import DEVICES, best_time, quick_mode, synchronized
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.evaluation import policy_for_model
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model, policy_for_model
 from tinyfast.tiling import detect_images, tile_grid
 
 FULL = {"image": (1920, 1080), "tile": (640, 512), "overlap": (100, 100), "rounds": 2, "baseline_runs": 2}

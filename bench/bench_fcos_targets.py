@@ -1,4 +1,4 @@
-"""tinyfast.ops.fcos_targets against the dense mmdetection 2.x implementation (bench/fcos_reference.py).
+"""tinyfast.ops.fcos_targets against the dense mmdetection 2.x reference (tests/reference/fcos_targets.py).
 
 Workload: 2 TinyPerson-like 640x512 images, strides 4..64 (27,280 points), 800 tiny GTs each, center
 sampling 1.5, norm_on_bbox. pytest-benchmark times our op; the dense reference is timed in the same test
@@ -16,33 +16,14 @@ workload (1 image of 320x256, 200 GTs) runs once, as a smoke test.
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from bench.fcos_reference import dense_fcos_targets, tiny_person_fcos
-from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from bench.timing import DEVICES, best_time, peak_bytes, quick_mode, synchronized
+from bench.workload import tiny_person_fcos
+from tests.reference.fcos_targets import dense_fcos_targets
 from tinyfast.ops import fcos_targets
 
 FULL = {"num_images": 2, "gts_per_image": 800, "height": 512, "width": 640, "rounds": 5, "baseline_runs": 2}
 QUICK = {"num_images": 1, "gts_per_image": 200, "height": 256, "width": 320, "rounds": 1, "baseline_runs": 1}
-
-
-def peak_bytes(function, device):
-    """Peak memory allocated by torch while ``function`` runs, above what was allocated when it started."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        function()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        function()
-    changes = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
-    allocated = peak = 0
-    for event in sorted(changes, key=lambda event: event.start_ns()):
-        allocated += event.nbytes()
-        peak = max(peak, allocated)
-    return peak
 
 
 @pytest.mark.parametrize("device", DEVICES)

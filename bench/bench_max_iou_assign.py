@@ -1,10 +1,10 @@
-"""tinyfast.ops.max_iou_assign against the dense mmdetection 2.x assigner (bench/assign_reference.py).
+"""tinyfast.ops.max_iou_assign against the dense mmdetection 2.x assigner (tests/reference/max_iou_assign.py).
 
 Workload: one TinyPerson-like 640x512 image, RetinaNet anchors on P2-P6 (strides 4..64, octave_base_scale 2,
 3 scales, ratios 0.5/1/2: 245,520 anchors), 800 tiny GTs and 8 ignore regions; RetinaNet's assigner (pos
 0.5, neg 0.4, low-quality matches, ignore IoF 0.5). pytest-benchmark times our op; the dense reference is
 timed in the same test (best of a few runs). Peak memory of one call of each is measured separately, outside
-the timings, as in bench_fcos_targets.py (``peak_bytes``).
+the timings, as in bench_fcos_targets.py (``bench.timing.peak_bytes``).
 
 Speed-up (``ratio``) and memory ratio (``memory_ratio``, dense / ours) go to ``extra_info`` and the end-of-run
 summary, with the size of one GTs x anchors float32 IoU matrix (``dense_gxn_bytes``), for scale. With
@@ -15,9 +15,9 @@ summary, with the size of one GTs x anchors float32 IoU matrix (``dense_gxn_byte
 import pytest
 import torch
 
-from bench.assign_reference import RETINANET_ASSIGNER, dense_max_iou_assign, tiny_person_retinanet
-from bench.bench_fcos_targets import peak_bytes
-from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from bench.timing import DEVICES, best_time, peak_bytes, quick_mode, synchronized
+from bench.workload import RETINANET_ASSIGNER, tiny_person_retinanet
+from tests.reference.max_iou_assign import dense_max_iou_assign
 from tinyfast.ops import max_iou_assign
 
 FULL = {"gts_per_image": 800, "height": 512, "width": 640, "rounds": 5, "baseline_runs": 2}

@@ -1,7 +1,7 @@
 """One training step of each of our detectors against torchvision's model of the same family, same run.
 
 A step is forward, losses, backward and an SGD step (momentum 0.9), on a batch of TinyPerson-like
-640x512 sub-images (``bench/fcos_reference.py``'s tiny people in clusters, 100 per image, those of less
+640x512 sub-images (``bench/workload.py``'s tiny people in clusters, 100 per image, those of less
 than 1 px dropped). Both sides are ResNet-50 FPN detectors trained from scratch (no weights; BatchNorm
 trained and every stage trainable, as torchvision builds a model without weights) and see the same images
 at the same size (torchvision's transform is set to keep them as they are; it normalises them itself).
@@ -27,8 +27,8 @@ import torch
 import torchvision
 from torch import nn
 
-from bench.fcos_reference import tiny_person_fcos
 from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from bench.workload import tiny_person_fcos
 from tinyfast.modeling import AdapFCOS, AdapRetinaNet, FasterFPN, FasterFPNConfig, FCOSConfig, RetinaNetConfig
 
 FULL = {"batch": 1, "height": 512, "width": 640, "rounds": 2, "baseline_runs": 2}

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.timing import machine
+from tinyfast.utils.machine import machine
 
 _SUMMARY_LINES = pytest.StashKey[list]()
 

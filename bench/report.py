@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.timing import describe
+from tinyfast.utils.machine import describe
 
 _MEASURED = ("baseline_s", "ours_s", "ratio", "memory_ratio")
 

@@ -1,17 +1,16 @@
-"""What every benchmark shares: the devices to run on, the quick mode, honest timers, the machine.
+"""What every benchmark shares: the devices to run on, the quick mode, honest timers, peak memory (the
+machine they ran on: `tinyfast.utils.machine`).
 
 The quick mode (one small round, as a smoke test) is on under ``--benchmark-disable`` (CI runs each benchmark
 once as a test) or ``TINYFAST_BENCH_QUICK=1`` (the default when ``CI=true``).
 """
 
-import contextlib
 import os
-import platform
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from tinyfast.ops import cuda_available_in_build
 
@@ -57,21 +56,21 @@ def best_time(function, runs):
     return result, min(times)
 
 
-def machine() -> dict[str, str | int]:
-    """What the numbers were measured on: CPU model, the cores this process may use, torch, the GPU if any."""
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    described = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        described["gpu"] = torch.cuda.get_device_name()
-    return described
+def peak_bytes(function, device):
+    """Peak memory allocated by torch while ``function`` runs, above what was allocated when it started."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        function()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+    changes = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
+    allocated = peak = 0
+    for event in sorted(changes, key=lambda event: event.start_ns()):
+        allocated += event.nbytes()
+        peak = max(peak, allocated)
+    return peak
 
-
-def describe(machine_info: dict) -> str:
-    """One line for a table's caption, from ``machine()``."""
-    line = f"{machine_info['cpu']}, {machine_info['cores']} cores, torch {machine_info['torch']}"
-    return line + (f", {machine_info['gpu']}" if "gpu" in machine_info else "")

@@ -1,9 +1,14 @@
-"""The "TinyPerson merge" workload: detections of tiled inference on full images, before the merge NMS.
+"""The benchmark workloads, shared with the tests: TinyPerson-like inputs of each op.
+
+The "TinyPerson merge" workload: detections of tiled inference on full images, before the merge NMS.
 
 Each image is cut on the reference tile grid; every person visible enough in a tile is detected there by a
 few jittered candidates (as a dense head proposes several locations per object), clipped to the tile. A
 person in the overlap of k tiles is thus detected in each of them, and a person cut by a tile border gives
 truncated boxes. Low-score background boxes are added to every tile.
+
+The FCOS and RetinaNet workloads: 640x512 sub-images with 800 tiny GTs in clusters (``tiny_person_gt_boxes``),
+the points of FCOS's five levels or RetinaNet's anchors.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tests.reference.fcos_targets import TINY_PERSON_RANGES, TINY_PERSON_STRIDES, fcos_points
+from tests.reference.max_iou_assign import retinanet_anchors
 from tinyfast.tiling import tile_grid
 
 IMAGE_SIZE = (1920, 1080)
@@ -161,3 +168,96 @@ def _distinct_float32(scores: torch.Tensor) -> torch.Tensor:
     distinct = torch.empty(len(bits), dtype=torch.float32)
     distinct[order] = distinct_bits.to(torch.int32).view(torch.float32)
     return distinct
+
+
+@dataclass
+class FcosWorkload:
+    points: torch.Tensor
+    level_sizes: list
+    strides: tuple
+    regress_ranges: tuple
+    gt_boxes: torch.Tensor
+    gt_labels: torch.Tensor
+    gt_counts: torch.Tensor
+    num_classes: int = 1
+
+    def arguments(self):
+        return (
+            self.points, self.level_sizes, self.strides, self.regress_ranges, self.gt_boxes, self.gt_labels,
+            self.gt_counts, self.num_classes,
+        )  # fmt: skip
+
+
+def tiny_person_fcos(num_images=2, gts_per_image=800, height=512, width=640, seed=0, device="cpu"):
+    """A TinyPerson-like FCOS batch: 640x512 sub-images, strides 4..64 (27,280 points), and the GTs of
+    ``tiny_person_gt_boxes``."""
+    generator = torch.Generator().manual_seed(seed)
+    points, level_sizes = fcos_points(height, width)
+    gt_boxes = tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator)
+    return FcosWorkload(
+        points=points.to(device),
+        level_sizes=level_sizes,
+        strides=TINY_PERSON_STRIDES,
+        regress_ranges=TINY_PERSON_RANGES,
+        gt_boxes=gt_boxes.to(device),
+        gt_labels=torch.zeros(len(gt_boxes), dtype=torch.int64, device=device),
+        gt_counts=torch.full((num_images,), gts_per_image, dtype=torch.int64, device=device),
+    )
+
+
+def tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator):
+    """[num_images * gts_per_image, 4] tiny people (2-32 px wide, 1-3x as high) in clusters, some touching
+    or crossing the image border, with integer pixel corners as annotations have: many ties and edge hits."""
+    boxes = []
+    for _ in range(num_images):
+        centres = torch.rand(8, 2, generator=generator) * torch.tensor([width, height])
+        around = centres[torch.randint(0, 8, (gts_per_image,), generator=generator)]
+        xy = around + torch.randn(gts_per_image, 2, generator=generator) * 60
+        w = 2 + torch.rand(gts_per_image, generator=generator) ** 2 * 30
+        h = w * (1 + 2 * torch.rand(gts_per_image, generator=generator))
+        image_boxes = torch.stack((xy[:, 0] - w / 2, xy[:, 1] - h / 2, xy[:, 0] + w / 2, xy[:, 1] + h / 2), 1)
+        boxes.append(image_boxes.clamp(min=torch.zeros(4), max=torch.tensor([width, height, width, height])))
+    return torch.cat(boxes).round()
+
+
+@dataclass
+class AssignWorkload:
+    boxes: torch.Tensor
+    box_counts: torch.Tensor
+    gt_boxes: torch.Tensor
+    gt_counts: torch.Tensor
+    ignore_boxes: torch.Tensor
+    ignore_counts: torch.Tensor
+
+    def arguments(self):
+        return self.boxes, self.box_counts, self.gt_boxes, self.gt_counts
+
+    def ignore_arguments(self):
+        return {"ignore_boxes": self.ignore_boxes, "ignore_counts": self.ignore_counts}
+
+
+# RetinaNet's MaxIoUAssigner, with TinyPerson's ignore regions.
+RETINANET_ASSIGNER = {"pos_iou": 0.5, "neg_iou": 0.4, "min_pos_iou": 0.0, "ignore_iof": 0.5}
+
+
+def tiny_person_retinanet(
+    num_images=1, gts_per_image=800, ignores_per_image=8, height=512, width=640, seed=0, device="cpu"
+):
+    """A TinyPerson-like RetinaNet batch: the anchors of a 640x512 sub-image on P2-P6 (245,520), the GTs of
+    ``tiny_person_gt_boxes`` and a few ignore regions (16-96 px, integer corners) per image."""
+    generator = torch.Generator().manual_seed(seed)
+    anchors = retinanet_anchors(height, width)
+    gt_boxes = tiny_person_gt_boxes(num_images, gts_per_image, height, width, generator)
+    num_ignores = num_images * ignores_per_image
+    corner = torch.rand(num_ignores, 2, generator=generator) * torch.tensor([width, height])
+    sides = 16 + torch.rand(num_ignores, 2, generator=generator) * 80
+    ignore_boxes = torch.cat((corner, corner + sides), 1).round()
+    counts = torch.full((num_images,), 1, dtype=torch.int64, device=device)
+    return AssignWorkload(
+        boxes=anchors.repeat(num_images, 1).to(device),
+        box_counts=counts * len(anchors),
+        gt_boxes=gt_boxes.to(device),
+        gt_counts=counts * gts_per_image,
+        ignore_boxes=ignore_boxes.to(device),
+        ignore_counts=counts * ignores_per_image,
+    )

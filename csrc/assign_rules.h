@@ -31,9 +31,9 @@ struct AssignProblem {
   const int64_t* box_starts;  // [B + 1]: the first box of each image, then N
   const T* gt_boxes;          // [G, 4]
   int64_t num_gts;
-  const int64_t* gt_starts;   // [B + 1]
+  const int64_t* gt_starts;  // [B + 1]
   BoxGrid<T> gt_grid;
-  const T* ignore_boxes;  // [I, 4]
+  const T* ignore_boxes;         // [I, 4]
   const int64_t* ignore_starts;  // [B + 1]
   BoxGrid<T> ignore_grid;
   bool use_ignore;
@@ -50,30 +50,17 @@ struct AssignProblem {
   int64_t* gt_argmax;    // [G], INT64_MAX before pass 2
 };
 
-// bbox_overlaps' area and intersection: no +1, intersection sides clamped at 0.
-template <typename T>
-TF_HOST_DEVICE T mmdet_area(const T* b) {
-  return mul_rn(b[2] - b[0], b[3] - b[1]);
-}
-
-template <typename T>
-TF_HOST_DEVICE T mmdet_overlap(const T* a, const T* b) {
-  const T w = tf_max(tf_min(a[2], b[2]) - tf_max(a[0], b[0]), T(0));
-  const T h = tf_max(tf_min(a[3], b[3]) - tf_max(a[1], b[1]), T(0));
-  return mul_rn(w, h);
-}
-
 // IoU of a GT and a box as bbox_overlaps(gt_boxes, boxes): the union clamped below by eps = 1e-6.
 template <typename T>
-TF_HOST_DEVICE T mmdet_iou(const T* gt, const T* box, T box_area) {
-  const T overlap = mmdet_overlap(gt, box);
-  return overlap / tf_max(mmdet_area(gt) + box_area - overlap, T(1e-6));
+TF_HOST_DEVICE T mmdet_iou(const T* gt, const T* box, T area_of_box) {
+  const T overlap = intersection_area(gt, box);
+  return overlap / tf_max(box_area(gt) + area_of_box - overlap, T(1e-6));
 }
 
 // IoF of a box with an ignore region, as bbox_overlaps(boxes, ignore_boxes, mode='iof').
 template <typename T>
-TF_HOST_DEVICE T mmdet_iof(const T* box, T box_area, const T* region) {
-  return mmdet_overlap(box, region) / tf_max(box_area, T(1e-6));
+TF_HOST_DEVICE T mmdet_iof(const T* box, T area_of_box, const T* region) {
+  return intersection_area(box, region) / tf_max(area_of_box, T(1e-6));
 }
 
 // The image of box `index`: the last image whose first box is <= index (images without boxes come before).
@@ -91,13 +78,13 @@ TF_HOST_DEVICE int64_t image_of(const int64_t* starts, int64_t num_images, int64
 }
 
 template <typename T>
-TF_HOST_DEVICE bool in_ignore_region(const AssignProblem<T>& p, int64_t image, const T* box, T box_area) {
+TF_HOST_DEVICE bool in_ignore_region(const AssignProblem<T>& p, int64_t image, const T* box, T area_of_box) {
   const int64_t first = p.ignore_starts[image];
   const int64_t count = p.ignore_starts[image + 1] - first;
   bool inside = false;
   if (count > 0) {
     for_each_box_near(p.ignore_grid, image, first, count, box, [&](int64_t region) {
-      inside = mmdet_iof(box, box_area, p.ignore_boxes + 4 * region) > p.ignore_iof;
+      inside = mmdet_iof(box, area_of_box, p.ignore_boxes + 4 * region) > p.ignore_iof;
       return inside;
     });
   }
@@ -135,10 +122,10 @@ TF_HOST_DEVICE void assign_box_first_pass(const AssignProblem<T>& p, int64_t ind
   int64_t best_gt = first_gt;
   bool ignored = false;
   if (has_positive_extent(box)) {
-    const T box_area = mmdet_area(box);
-    ignored = p.use_ignore && in_ignore_region(p, image, box, box_area);
+    const T area_of_box = box_area(box);
+    ignored = p.use_ignore && in_ignore_region(p, image, box, area_of_box);
     for_each_box_near(p.gt_grid, image, first_gt, num_gts, box, [&](int64_t gt) {
-      const T iou = mmdet_iou(p.gt_boxes + 4 * gt, box, box_area);
+      const T iou = mmdet_iou(p.gt_boxes + 4 * gt, box, area_of_box);
       if (iou > best_iou || (iou == best_iou && gt < best_gt)) {
         best_iou = iou;
         best_gt = gt;
@@ -172,11 +159,11 @@ TF_HOST_DEVICE void for_each_low_quality_candidate(const AssignProblem<T>& p, in
   if (num_gts == 0 || !has_positive_extent(box)) {
     return;
   }
-  const T box_area = mmdet_area(box);
+  const T area_of_box = box_area(box);
   for_each_box_near(p.gt_grid, image, first_gt, num_gts, box, [&](int64_t gt) {
     const T gt_max = p.gt_max_iou[gt];
     if (gt_max > T(0) && gt_max >= p.min_pos_iou) {
-      visit(gt, mmdet_iou(p.gt_boxes + 4 * gt, box, box_area));
+      visit(gt, mmdet_iou(p.gt_boxes + 4 * gt, box, area_of_box));
     }
     return false;
   });
@@ -185,7 +172,9 @@ TF_HOST_DEVICE void for_each_low_quality_candidate(const AssignProblem<T>& p, in
 // Pass 2 for one box; lower_gt_argmax(gt, index) lowers a GT's first best box to index (atomically where
 // boxes run in parallel).
 template <typename T, typename LowerGtArgmax>
-TF_HOST_DEVICE void assign_box_argmax_pass(const AssignProblem<T>& p, int64_t index, LowerGtArgmax lower_gt_argmax) {
+TF_HOST_DEVICE void assign_box_argmax_pass(const AssignProblem<T>& p,
+                                           int64_t index,
+                                           LowerGtArgmax lower_gt_argmax) {
   for_each_low_quality_candidate(p, index, [&](int64_t gt, T iou) {
     if (iou == p.gt_max_iou[gt]) {
       lower_gt_argmax(gt, index);

@@ -40,9 +40,12 @@ TF_HOST_DEVICE int64_t grid_cell(T v, T origin, T cells_per_unit, T cells) {
 template <typename T, typename Visit>
 TF_HOST_DEVICE void for_each_box_near(
     const BoxGrid<T>& grid, int64_t image, int64_t first, int64_t count, const T* box, Visit visit) {
-  const int64_t column_begin = grid_cell(box[0], grid.lo_x[image], grid.x_cells_per_unit[image], grid.columns[image]);
-  const int64_t column_end = grid_cell(box[2], grid.lo_x[image], grid.x_cells_per_unit[image], grid.columns[image]);
-  const int64_t row_begin = grid_cell(box[1], grid.lo_y[image], grid.y_cells_per_unit[image], grid.rows[image]);
+  const int64_t column_begin =
+      grid_cell(box[0], grid.lo_x[image], grid.x_cells_per_unit[image], grid.columns[image]);
+  const int64_t column_end =
+      grid_cell(box[2], grid.lo_x[image], grid.x_cells_per_unit[image], grid.columns[image]);
+  const int64_t row_begin =
+      grid_cell(box[1], grid.lo_y[image], grid.y_cells_per_unit[image], grid.rows[image]);
   const int64_t row_end = grid_cell(box[3], grid.lo_y[image], grid.y_cells_per_unit[image], grid.rows[image]);
   if ((column_end - column_begin + 1) * (row_end - row_begin + 1) > count) {
     for (int64_t item = first; item < first + count; ++item) {

@@ -39,10 +39,20 @@ TF_HOST_DEVICE double mul_rn(double a, double b) {
 #endif
 }
 
-// Signed, as torchvision computes it: an x2 < x1 box has negative area.
+// Signed, as torchvision and mmdetection's bbox_overlaps compute it (no +1): an x2 < x1 box has negative
+// area.
 template <typename T>
 TF_HOST_DEVICE T box_area(const T* b) {
   return mul_rn(b[2] - b[0], b[3] - b[1]);
+}
+
+// The area the boxes share: the overlap of their sides, each clamped at 0, as torchvision and mmdetection
+// compute it.
+template <typename T>
+TF_HOST_DEVICE T intersection_area(const T* a, const T* b) {
+  const T w = tf_max(tf_min(a[2], b[2]) - tf_max(a[0], b[0]), T(0));
+  const T h = tf_max(tf_min(a[3], b[3]) - tf_max(a[1], b[1]), T(0));
+  return mul_rn(w, h);
 }
 
 // Only boxes with x2 > x1 and y2 > y1 can overlap anything with positive area; the others can neither
@@ -63,9 +73,7 @@ TF_HOST_DEVICE bool interiors_meet(const T* a, const T* b) {
 // The comparison is done in double, as torchvision's CPU kernel does.
 template <typename T>
 TF_HOST_DEVICE bool iou_above(const T* a, T area_a, const T* b, T area_b, double threshold) {
-  const T w = tf_max(T(0), tf_min(a[2], b[2]) - tf_max(a[0], b[0]));
-  const T h = tf_max(T(0), tf_min(a[3], b[3]) - tf_max(a[1], b[1]));
-  const T inter = mul_rn(w, h);
+  const T inter = intersection_area(a, b);
   return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
 }
 

@@ -11,8 +11,9 @@ namespace tinyfast {
 
 constexpr int kFcosMaxLevels = 16;
 
-// mmdetection marks the areas of non-candidates with INF = 1e8 and calls a point background when the
-// smallest area equals INF: a GT of area >= 1e8 is never assigned.
+// mmdetection sets the areas of non-candidates to INF = 1e8, takes the smallest area over the image's GTs and
+// calls a point background when it equals INF. So a candidate of area exactly 1e8 is never assigned, and one
+// of area > 1e8 only when every GT of the image is a candidate for the point (no INF to undercut it).
 constexpr double kFcosInfArea = 1e8;
 
 template <typename T>
@@ -39,6 +40,7 @@ struct FcosProblem {
   int64_t num_points;
   const T* gt_boxes;  // [G, 4]
   const int64_t* gt_labels;
+  const int64_t* gt_counts;  // [B]
   FcosLevels<T> levels;
   FcosBuckets buckets;
   bool center_sampling;
@@ -92,20 +94,27 @@ TF_HOST_DEVICE int32_t fcos_level_of(const FcosLevels<T>& levels, int64_t point)
   return level;
 }
 
+// The best candidate so far (ties: see fcos_is_better) and how many GTs were candidates.
+template <typename T>
+struct FcosBest {
+  T area;
+  int64_t gt = -1;
+  int64_t candidates = 0;
+};
+
 template <typename T>
 TF_HOST_DEVICE void fcos_visit_cell(
-    const FcosProblem<T>& problem, int64_t cell, T x, T y, int32_t level, T& best_area, int64_t& best_gt) {
+    const FcosProblem<T>& problem, int64_t cell, T x, T y, int32_t level, FcosBest<T>& best) {
   const FcosLevels<T>& levels = problem.levels;
   for (int64_t k = problem.buckets.cell_starts[cell]; k < problem.buckets.cell_starts[cell + 1]; ++k) {
     const int64_t gt = problem.buckets.cell_gts[k];
     const T* box = problem.gt_boxes + 4 * gt;
-    if (fcos_is_candidate(
-            x, y, box, problem.center_sampling, levels.radius[level], levels.range_lo[level],
-            levels.range_hi[level])) {
+    if (fcos_is_candidate(x, y, box, problem.center_sampling, levels.radius[level], levels.range_lo[level],
+                          levels.range_hi[level])) {
       const T area = box_area(box);
-      if (fcos_is_better(area, gt, best_area, best_gt)) {
-        best_area = area;
-        best_gt = gt;
+      if (best.candidates++ == 0 || fcos_is_better(area, gt, best.area, best.gt)) {
+        best.area = area;
+        best.gt = gt;
       }
     }
   }
@@ -119,22 +128,25 @@ TF_HOST_DEVICE void fcos_assign_point(const FcosProblem<T>& problem, int64_t ima
   const T x = problem.points[2 * point];
   const T y = problem.points[2 * point + 1];
   const int32_t level = fcos_level_of(problem.levels, point);
-  const T inf_area = T(kFcosInfArea);
-  T best_area = inf_area;
-  int64_t best_gt = INT64_MAX;  // an area of exactly INF is "chosen" and then read as background, as in mmdet
+  FcosBest<T> best{};
   const int64_t cell = problem.buckets.point_cells[out];
   if (cell >= 0) {
-    fcos_visit_cell(problem, cell, x, y, level, best_area, best_gt);
-    fcos_visit_cell(problem, problem.buckets.large_cells[image], x, y, level, best_area, best_gt);
+    fcos_visit_cell(problem, cell, x, y, level, best);
+    fcos_visit_cell(problem, problem.buckets.large_cells[image], x, y, level, best);
   }
+  // mmdetection's min over the image's areas, non-candidates at INF (each GT is visited at most once).
+  const T inf_area = T(kFcosInfArea);
+  const bool any_non_candidate = best.candidates < problem.gt_counts[image];
+  const bool background =
+      best.candidates == 0 || best.area == inf_area || (any_non_candidate && best.area > inf_area);
   T* target = problem.targets + 4 * out;
-  if (best_area == inf_area) {
+  if (background) {
     problem.labels[out] = problem.background_label;
     target[0] = target[1] = target[2] = target[3] = T(0);
     return;
   }
-  const T* box = problem.gt_boxes + 4 * best_gt;
-  problem.labels[out] = problem.gt_labels[best_gt];
+  const T* box = problem.gt_boxes + 4 * best.gt;
+  problem.labels[out] = problem.gt_labels[best.gt];
   target[0] = x - box[0];
   target[1] = y - box[1];
   target[2] = box[2] - x;

@@ -25,7 +25,8 @@ TF_HOST_DEVICE void box_in_crop(const T* box, const T* tile, T scale_x, T scale_
 
 // A crop-coordinate box shifted by the tile's offset and clipped to the image [0, width] x [0, height].
 template <typename T>
-TF_HOST_DEVICE void crop_box_in_image(const T* crop_box, const T* tile, T image_width, T image_height, T* out) {
+TF_HOST_DEVICE void crop_box_in_image(
+    const T* crop_box, const T* tile, T image_width, T image_height, T* out) {
   out[0] = tf_min(tf_max(crop_box[0] + tile[0], T(0)), image_width);
   out[1] = tf_min(tf_max(crop_box[1] + tile[1], T(0)), image_height);
   out[2] = tf_min(tf_max(crop_box[2] + tile[0], T(0)), image_width);
@@ -35,11 +36,14 @@ TF_HOST_DEVICE void crop_box_in_image(const T* crop_box, const T* tile, T image_
 // True when a crop-coordinate box reaches a side of its tile that is inside the image (not an image border):
 // the object probably continues in the neighbouring tile.
 template <typename T>
-TF_HOST_DEVICE bool touches_internal_tile_border(const T* crop_box, const T* tile, T image_width, T image_height) {
+TF_HOST_DEVICE bool touches_internal_tile_border(const T* crop_box,
+                                                 const T* tile,
+                                                 T image_width,
+                                                 T image_height) {
   const double margin = kTileBorderMargin;
   return (tile[0] > 0 && crop_box[0] <= margin) || (tile[1] > 0 && crop_box[1] <= margin) ||
-      (tile[2] < image_width && crop_box[2] >= static_cast<double>(tile[2] - tile[0]) - margin) ||
-      (tile[3] < image_height && crop_box[3] >= static_cast<double>(tile[3] - tile[1]) - margin);
+         (tile[2] < image_width && crop_box[2] >= static_cast<double>(tile[2] - tile[0]) - margin) ||
+         (tile[3] < image_height && crop_box[3] >= static_cast<double>(tile[3] - tile[1]) - margin);
 }
 
 // Intersection over the area of `part` >= threshold: `part` lies (mostly) inside `whole`. Boxes without
@@ -49,9 +53,8 @@ TF_HOST_DEVICE bool mostly_inside(const T* part, const T* whole, double threshol
   if (!has_positive_extent(part) || !has_positive_extent(whole)) {
     return false;
   }
-  const T w = tf_max(T(0), tf_min(part[2], whole[2]) - tf_max(part[0], whole[0]));
-  const T h = tf_max(T(0), tf_min(part[3], whole[3]) - tf_max(part[1], whole[1]));
-  return static_cast<double>(w * h) >= threshold * static_cast<double>(box_area(part));
+  return static_cast<double>(intersection_area(part, whole)) >=
+         threshold * static_cast<double>(box_area(part));
 }
 
 }  // namespace tinyfast

@@ -1,12 +1,12 @@
-import sys
+import os
 from pathlib import Path
 
 import pytest
 
-# The tests reuse the benchmark's workload generator; bench/ is not an installed package.
-REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
-if REPOSITORY_ROOT not in sys.path:
-    sys.path.insert(0, REPOSITORY_ROOT)
+# ultralytics (the optional YOLO adapter's tests) checks the network when imported and installs missing
+# plugins on use unless told not to: these machines are offline, and tests must not reach out.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +35,12 @@ def data_overrides():
     return _data_overrides
 
 
-@pytest.fixture
-def smoke_overrides(tiny_synthetic_set, tmp_path) -> list[str]:
-    """Config overrides for training runs of a few iterations on the CPU: the tiny synthetic set, a
-    16-channel ResNet-18 FCOS on every non-empty 160x128 cut, 8 iterations, run folder `tmp_path / "run"`."""
+def tiny_run_overrides(root: Path, run_dir: Path) -> list[str]:
+    """Config overrides for training runs of a few iterations on the CPU: the synthetic set in `root`, a
+    16-channel ResNet-18 FCOS on every non-empty 160x128 cut, 8 iterations, run folder `run_dir`."""
     return [
-        f"run_dir={tmp_path / 'run'}",
-        *_data_overrides(tiny_synthetic_set),
+        f"run_dir={run_dir}",
+        *_data_overrides(root),
         "data.synthetic_preset=tiny",
         "data.sub_size=[160, 128]",
         "data.min_objects_per_cut=1",
@@ -54,3 +53,9 @@ def smoke_overrides(tiny_synthetic_set, tmp_path) -> list[str]:
         "train.workers=0",
         "train.warmup_iters=5",
     ]
+
+
+@pytest.fixture
+def smoke_overrides(tiny_synthetic_set, tmp_path) -> list[str]:
+    """`tiny_run_overrides` on the tiny synthetic set, run folder `tmp_path / "run"`."""
+    return tiny_run_overrides(tiny_synthetic_set, tmp_path / "run")

@@ -1,6 +1,7 @@
 """tinyfast.ops.batched_nms against torchvision and against a plain greedy reference."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,43 +13,12 @@ from hypothesis import strategies as st
 from torchvision.ops.boxes import _batched_nms_vanilla
 
 from bench.workload import tiny_person_merge
+from tests.reference.batched_nms import reference_batched_nms
 from tinyfast.ops import batched_nms, cuda_available_in_build
 
 # ---------------------------------------------------------------------------------------------------------
 # Oracles and data
 # ---------------------------------------------------------------------------------------------------------
-
-
-def reference_batched_nms(boxes, scores, idxs, iou_threshold, max_per_group=None):
-    """Greedy NMS as the contract states it, in plain PyTorch (O(N^2) memory: small inputs only).
-
-    Boxes are visited by decreasing score, ties by lower index (a stable sort); the IoU is computed with the
-    operations of torchvision's CPU kernel, in float32 for half inputs, and compared to the threshold in
-    float64. ``max_per_group`` truncates each group's kept boxes after the whole suppression.
-    """
-    if boxes.dtype in (torch.float16, torch.bfloat16):
-        boxes = boxes.float()
-    boxes, scores, idxs = boxes.cpu(), scores.cpu().double(), idxs.cpu().long()
-    x1, y1, x2, y2 = boxes.unbind(1)
-    areas = (x2 - x1) * (y2 - y1)
-    width = (torch.minimum(x2[:, None], x2) - torch.maximum(x1[:, None], x1)).clamp(min=0)
-    height = (torch.minimum(y2[:, None], y2) - torch.maximum(y1[:, None], y1)).clamp(min=0)
-    inter = width * height
-    iou = inter / (areas[:, None] + areas[None, :] - inter)
-    suppresses = (iou.double() > iou_threshold) & (idxs[:, None] == idxs[None, :])
-
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
-    kept_per_group = {}
-    keep = []
-    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
-        if suppressed[i]:
-            continue
-        suppressed |= suppresses[i]
-        group = int(idxs[i])
-        kept_per_group[group] = kept_per_group.get(group, 0) + 1
-        if max_per_group is None or kept_per_group[group] <= max_per_group:
-            keep.append(i)
-    return torch.tensor(keep, dtype=torch.int64)
 
 
 def assert_same_keep(got, expected):
@@ -428,6 +398,46 @@ def test_property_equals_the_reference(problem):
     assert_same_keep(keep, reference_batched_nms(boxes, scores, idxs, iou_threshold, max_per_group))
 
 
+def small_boxes_with(huge, n=1000, dtype=torch.float32, seed=70):
+    generator = seeded(seed)
+    small = random_boxes(n, generator, extent=1000.0, max_size=20.0)
+    boxes = torch.cat((small, torch.tensor([huge]))).to(dtype)
+    return boxes, distinct_scores(len(boxes), generator), torch.zeros(len(boxes), dtype=torch.int64)
+
+
+def timed_nms(boxes, scores, idxs):
+    start = time.perf_counter()
+    keep = batched_nms(boxes, scores, idxs, 0.5)
+    return keep, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [[-3e38, 0.0, 3e38, 10.0], [-3e38, -3e38, 3e38, 3e38], [0.0, -3e38, 10.0, 3e38]],
+    ids=["wide", "both-axes", "tall"],
+)
+def test_a_huge_finite_box_keeps_the_grid_bounded(huge):
+    # Such a box once stretched the grid to 2^30 columns (seconds, GiB) or threw std::bad_alloc.
+    boxes, scores, idxs = small_boxes_with(huge)
+    keep, seconds = timed_nms(boxes, scores, idxs)
+    assert_same_keep(keep, reference_batched_nms(boxes, scores, idxs, 0.5))
+    assert seconds < 5.0
+
+
+def test_a_float64_box_beyond_double_range_does_not_put_all_boxes_in_one_cell():
+    # Its side overflows double: it goes to the list of large boxes instead of stretching the grid.
+    generator = seeded(71)
+    boxes = tiny_person_lattice(200, 200, generator).double()  # 40,000 boxes kept side by side
+    scores = distinct_scores(len(boxes), generator).double()
+    idxs = torch.zeros(len(boxes), dtype=torch.int64)
+    plain, plain_seconds = timed_nms(boxes, scores, idxs)
+    with_huge = torch.cat((boxes, torch.tensor([[-1e308, -1e308, 1e308, 1e308]], dtype=torch.float64)))
+    keep, huge_seconds = timed_nms(with_huge, torch.cat((scores, scores[:1])), torch.cat((idxs, idxs[:1])))
+    assert len(boxes) in keep.tolist()  # its area overflows to inf: its IoU with any box is 0
+    assert_same_keep(keep[keep != len(boxes)], plain)
+    assert huge_seconds < 10 * plain_seconds + 1.0  # one shared cell took ~300x as long
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The registered op: fake kernel, torch.compile
 # ---------------------------------------------------------------------------------------------------------
@@ -439,10 +449,10 @@ def opcheck_inputs():
     scores = distinct_scores(len(boxes), generator)
     idxs = torch.randint(0, 3, (len(boxes),), generator=generator)
     return [
-        (boxes, scores, idxs, 0.5, -1),
+        (boxes, scores, idxs, 0.5, None),
         (boxes.double(), scores.double(), idxs, 0.0, 2),
-        (boxes.half(), scores.half(), idxs, 1.0, -1),
-        (torch.empty(0, 4), torch.empty(0), torch.empty(0, dtype=torch.int64), 0.5, -1),
+        (boxes.half(), scores.half(), idxs, 1.0, None),
+        (torch.empty(0, 4), torch.empty(0), torch.empty(0, dtype=torch.int64), 0.5, None),
     ]
 
 
@@ -483,6 +493,19 @@ def test_the_fake_kernel_lets_the_op_into_a_full_graph():
             assert torch.equal(compiled(*inputs), kept_boxes(*inputs))
 
 
+def test_torch_compile_full_graph_with_dynamic_shapes():
+    def kept_boxes(boxes, scores, idxs):
+        shifted = boxes + 1.0
+        return shifted[batched_nms(shifted, scores.sigmoid(), idxs, 0.5, max_per_group=50)]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(kept_boxes, backend="aot_eager", fullgraph=True, dynamic=True)
+    for seed in (93, 94):
+        boxes, scores, idxs = compile_inputs(seed)
+        inputs = boxes[: 100 + seed], scores[: 100 + seed], idxs[: 100 + seed]
+        assert torch.equal(compiled(*inputs), kept_boxes(*inputs))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------------------
@@ -518,8 +541,12 @@ BAD_ARGUMENTS = [
     ("iou_threshold", -0.1),
     ("iou_threshold", "0.5"),
     ("iou_threshold", torch.tensor([0.5, 0.5])),
+    ("iou_threshold", True),
     ("max_per_group", -1),
     ("max_per_group", -5),
+    ("max_per_group", 2.7),
+    ("max_per_group", "3"),
+    ("max_per_group", True),
 ]
 
 
@@ -542,7 +569,12 @@ def test_the_raw_op_rejects_non_finite_values_naming_the_argument(name):
     arguments[name] = arguments[name].clone()
     arguments[name][-1] = math.nan
     with pytest.raises(ValueError, match=name):
-        torch.ops.tinyfast.batched_nms(*arguments.values(), -1)
+        torch.ops.tinyfast.batched_nms(*arguments.values(), None)
+
+
+def test_the_raw_op_rejects_a_negative_cap():
+    with pytest.raises(ValueError, match="max_per_group"):
+        torch.ops.tinyfast.batched_nms(*valid_arguments().values(), -1)
 
 
 def test_cuda_available_in_build_is_a_bool():

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tinyfast.data.annotations import TINYPERSON_CATEGORIES, load_annotations
+from tinyfast.data.annotations import TINYPERSON_CATEGORIES, annotations_from_coco, load_annotations
 from tinyfast.data.errors import DataError
 
 
@@ -134,3 +134,52 @@ def test_sea_task_needs_sea_category(tmp_path):
     data = load_annotations(path)
     with pytest.raises(DataError, match="sea_person"):
         data.task_category_ids("sea")
+
+
+COCO_CATEGORIES = [
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 42, "name": "surfboard", "supercategory": "sports"},
+]
+
+
+def coco_like(annotations):
+    images = [{"id": 3, "file_name": "c.jpg", "width": 640, "height": 480}]
+    return {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+
+
+def test_category_filter_keeps_persons_and_crowds_as_ignore(tmp_path):
+    # A plain COCO annotation carries no TinyPerson flags; `iscrowd` alone makes a box ignore.
+    person = {"id": 1, "image_id": 3, "category_id": 1, "bbox": [10, 10, 40, 90], "iscrowd": 0}
+    crowd = {**person, "id": 2, "bbox": [100, 50, 200, 150], "iscrowd": 1}
+    board = {**person, "id": 3, "category_id": 42, "bbox": [300, 300, 80, 20]}
+    # Left out before validation: a degenerate box of a filtered-out category does not fail the file.
+    bad_board = {**board, "id": 4, "bbox": [300, 300, 0, 20]}
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco_like([person, crowd, board, bad_board])))
+
+    data = load_annotations(path, categories=["person"])
+    assert data.categories == COCO_CATEGORIES[:1]
+    anns = data.annotations_of(3)
+    assert anns.ids.tolist() == [1, 2] and anns.iscrowd.tolist() == [False, True]
+    targets = data.targets(anns, "all")
+    np.testing.assert_allclose(targets.boxes, [[10, 10, 50, 100]])
+    np.testing.assert_allclose(targets.ignore_boxes, [[100, 50, 300, 200]])
+
+    with pytest.raises(DataError, match="annotation id 4: non-positive box size"):
+        load_annotations(path)  # without the filter the bad box is checked
+    with pytest.warns(UserWarning, match="skipped 1 bad annotations"):
+        both = load_annotations(path, on_error="skip", categories=("person", "surfboard"))
+    assert both.num_annotations == 3 and [c["id"] for c in both.categories] == [1, 42]
+
+
+def test_category_filter_from_a_dict_and_bad_names(tmp_path):
+    person = {"id": 1, "image_id": 3, "category_id": 1, "bbox": [10, 10, 40, 90], "iscrowd": 0}
+    data = annotations_from_coco(coco_like([person]), categories={"person"})
+    assert data.path == "<COCO dict>" and data.num_annotations == 1
+    with pytest.raises(DataError, match=r"mine.json: no category named \['dog'\]"):
+        annotations_from_coco(coco_like([person]), "mine.json", categories=["person", "dog"])
+    for bad in ("person", [], [1]):
+        with pytest.raises(ValueError, match="categories must be a non-empty collection"):
+            annotations_from_coco(coco_like([person]), categories=bad)
+    with pytest.raises(DataError, match="<COCO dict>: not a COCO json"):
+        annotations_from_coco([])

@@ -3,7 +3,21 @@ import json
 import pytest
 
 from tinyfast.data.annotations import load_annotations
-from tinyfast.data.synthetic import DENSE_PERSONS, IMAGE_SIZES, PRESETS, SIZE_MIX, generate, main, statistics
+from tinyfast.data.synthetic import (
+    DENSE_PERSONS,
+    IMAGE_SIZES,
+    PRESETS,
+    SIZE_MIX,
+    SOURCE_CROWD_EVERY,
+    SOURCE_HEIGHTS,
+    SOURCE_IMAGE_SIZES,
+    SOURCE_PERSONS,
+    generate,
+    generate_source,
+    main,
+    source_statistics,
+    statistics,
+)
 
 
 def files(root):
@@ -60,3 +74,47 @@ def test_statistics_match_the_promises(tiny, tmp_path, preset):
             assert (tmp_path / "images" / info.file_name).is_file()
             assert anns.is_dense == (len(anns) >= DENSE_PERSONS[0])
             assert anns.in_dense_image.all() or not anns.in_dense_image.any()
+
+
+def test_source_preset_beside_the_tiny_set(tiny, tmp_path):
+    root = tmp_path / "both"
+    generate(root, "tiny", seed=0)
+    before = files(root)
+    assert main(["--out", str(root), "--preset", "source", "--seed", "0"]) == 0
+    after = files(root)
+    assert {k: v for k, v in after.items() if k in before} == before == files(tiny)  # the tiny set untouched
+    source = {k: v for k, v in after.items() if k not in before}
+    assert len(source) == 48 + 1 and "annotations/source.json" in source
+    generate_source(tmp_path / "again", seed=0)
+    assert files(tmp_path / "again") == source
+    generate_source(tmp_path / "other", seed=1)
+    assert files(tmp_path / "other")["annotations/source.json"] != source["annotations/source.json"]
+    with pytest.raises(ValueError, match="num_images must be an int >= 1"):
+        generate_source(tmp_path / "none", num_images=0)
+
+    coco = json.loads(source["annotations/source.json"])
+    stats = source_statistics(coco)
+    assert stats["images"] == 48 and [tuple(s) for s in stats["image_sizes"]] == sorted(SOURCE_IMAGE_SIZES)
+    low, high = stats["height_range"]
+    assert SOURCE_HEIGHTS[0] <= low < 30 and 200 < high <= SOURCE_HEIGHTS[1]
+    # Log-uniform heights: the quartiles near 20 * 15^(1/4, 1/2, 3/4) = 39, 77, 152.
+    for measured, expected in zip(stats["height_quartiles"], (39.4, 77.5, 152.5), strict=True):
+        assert measured == pytest.approx(expected, rel=0.3)
+    assert (
+        SOURCE_PERSONS[0]
+        <= stats["persons_per_image"][0]
+        <= stats["persons_per_image"][1]
+        < SOURCE_PERSONS[1]
+    )
+    assert stats["crowds"] == -(-48 // SOURCE_CROWD_EVERY) and stats["surfboards"] > 0
+
+    # Read for pre-training: persons only, crowds as ignore regions, every box inside its image.
+    data = load_annotations(root / "annotations/source.json", categories=["person"])
+    assert [c["name"] for c in data.categories] == ["person"]
+    assert data.num_annotations == stats["persons"] + stats["crowds"]
+    for info in data.images:
+        targets = data.targets(data.annotations_of(info.id), "all")
+        assert len(targets.boxes) >= 1
+        assert len(targets.ignore_boxes) == (info.id % SOURCE_CROWD_EVERY == 0)
+        assert (root / "images" / info.file_name).is_file()
+    assert load_annotations(root / "annotations/source.json").num_annotations == len(coco["annotations"])

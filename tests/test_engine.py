@@ -7,12 +7,13 @@ import torchvision
 
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
+from tinyfast.data.build import DataConfig, train_dataset
 from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, resume_path, save_checkpoint
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
-from tinyfast.engine.evaluation import task_ground_truth
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import amp_dtype, build_model, train, train_dataset
+from tinyfast.engine.trainer import amp_dtype, train
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
+from tinyfast.modeling.build import build_model
 from tinyfast.tiling import TileSettings
 
 
@@ -36,7 +37,7 @@ def test_min_objects_per_cut_must_be_a_positive_int():
     config = load_config(CONFIG_DIR / "fcos_synthetic.toml")["data"]
     for bad in (0, 2.5, "10"):
         with pytest.raises(ValueError, match="data.min_objects_per_cut must be an int >= 1"):
-            train_dataset({**config, "min_objects_per_cut": bad})
+            train_dataset(DataConfig.from_config({**config, "min_objects_per_cut": bad}))
 
 
 def test_overrides_are_read_as_toml_values_and_typos_are_errors():
@@ -125,23 +126,6 @@ def test_mixed_precision_is_for_gpus():
         amp_dtype("fp8", torch.device("cpu"))
 
 
-def test_task_ground_truth_merges_or_ignores_categories():
-    coco = {
-        "images": [{"id": 0, "file_name": "a.jpg", "width": 10, "height": 10}],
-        "annotations": [
-            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4},
-            {"id": 2, "image_id": 0, "category_id": 2, "bbox": [4, 4, 2, 2], "area": 4},
-        ],
-        "categories": [{"id": 1, "name": "sea_person"}, {"id": 2, "name": "earth_person"}],
-    }
-    merged = task_ground_truth(coco, "all")
-    assert [a["category_id"] for a in merged["annotations"]] == [1, 1]
-    sea = task_ground_truth(coco, "sea")
-    assert [a.get("ignore", 0) for a in sea["annotations"]] == [0, 1]
-    with pytest.raises(ValueError, match="data.task"):
-        task_ground_truth(coco, "lake")
-
-
 def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(smoke_overrides, tmp_path):
     config = load_config(DEFAULT_CONFIG, [*smoke_overrides, "train.amp=bf16"])  # ignored on the CPU
     model, metrics = train(config, tmp_path / "run", progress=False)
@@ -172,13 +156,13 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert test_cli.main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"])
+    assert test_cli.main([str(DEFAULT_CONFIG), "x.pth", "--policy", "sideways"]) == 2
+    assert "argument --policy: invalid choice: 'sideways'" in capsys.readouterr().err
     assert train_cli.main([f"run_dir={tmp_path}", "--resume-from", str(tmp_path / "gone.pth")]) == 2
     assert "gone.pth does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "config.json").exists()  # stopped before anything else
-    with pytest.raises(SystemExit):
-        train_cli.main(["--resume", "--resume-from", "x.pth"])
+    assert not (tmp_path / "config.toml").exists()  # stopped before anything else
+    assert train_cli.main(["--resume", "--resume-from", "x.pth"]) == 2
+    assert "not allowed with argument --resume" in capsys.readouterr().err
     other_model = tmp_path / "run" / "epoch_1.pth"
     other_model.parent.mkdir()
     save_checkpoint({"model": {"not_a_weight": torch.zeros(1)}}, other_model.parent, "epoch_1", 1)
@@ -256,3 +240,12 @@ def test_detector_trains_and_tests_through_the_clis_with_both_policies(
             torchvision.ops.box_iou(boxes, boxes).fill_diagonal_(0).nan_to_num(0)
         )  # 0/0: zero-area boxes
         assert float(overlaps.max()) <= 0.5 + 1e-4  # one class: both policies' NMS 0.5 on the full image
+
+
+def test_a_frozen_backbone_without_pretrained_weights_stops_before_training(tmp_path, capsys):
+    frozen = ["model.backbone_norm=frozen", "model.frozen_stages=1"]  # the default run has pretrained = false
+    assert train_cli.main([f"run_dir={tmp_path / 'run'}", *frozen, "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "model.pretrained = false" in error
+    assert "model.backbone_norm = 'frozen'" in error and "model.frozen_stages = 1" in error
+    assert not (tmp_path / "run" / "config.toml").exists()  # stopped before the run began

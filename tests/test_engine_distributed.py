@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from torchvision.io import decode_image, write_png
+from torchvision.io import write_png
 
+from tinyfast.data.transforms import read_image
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.trainer import build_model, train
+from tinyfast.engine.trainer import train
+from tinyfast.modeling.build import build_model
 
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -48,7 +50,7 @@ def one_tile_test_set(source: Path, out: Path) -> list[str]:
     coco = json.loads((source / "annotations" / "test.json").read_text())
     (out / "images").mkdir(parents=True)
     for info in coco["images"]:
-        image = decode_image(str(source / "images" / info["file_name"]))
+        image = read_image(source / "images" / info["file_name"])
         info["file_name"] = Path(info["file_name"]).with_suffix(".png").name
         write_png(image[:, :512, :640].contiguous(), str(out / "images" / info["file_name"]))
         info["width"], info["height"] = 640, 512

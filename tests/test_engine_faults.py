@@ -16,10 +16,11 @@ import torch
 
 from tinyfast import train as train_cli
 from tinyfast.data import DataError
+from tinyfast.data.build import DataConfig, train_dataset
 from tinyfast.data.sampling import EpochBatchSampler
 from tinyfast.engine.checkpoint import PAUSE_BEFORE_RENAME, load_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.trainer import train, train_dataset
+from tinyfast.engine.trainer import train
 from tinyfast.modeling import AdapFCOS
 
 REPOSITORY_ROOT = str(Path(__file__).resolve().parents[1])
@@ -152,7 +153,7 @@ def test_unreadable_training_images_are_left_out_or_stop_the_run_naming_the_file
         "test.eval_interval=-1",
     ]
     config = load_config(DEFAULT_CONFIG, overrides)
-    dataset = train_dataset(config["data"])
+    dataset = train_dataset(DataConfig.from_config(config["data"]))
     sampler = EpochBatchSampler(len(dataset), 2, seed=0)
     first_item = next(iter(sampler))[0][0]
     broken = dataset.samples[first_item].image.file_name

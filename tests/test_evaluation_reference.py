@@ -1,5 +1,5 @@
 """The fast evaluator against plain, loop-by-loop references: stock pycocotools, and the TinyPerson rules
-(protocol section 4) written as a pycocotools ``COCOeval`` subclass the way the reference does it."""
+(docs/protocol.md §4) written as a pycocotools ``COCOeval`` subclass the way the reference does it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tinyfast.ops.fcos_targets against the dense mmdetection 2.x reference (bench/fcos_reference.py)."""
+"""tinyfast.ops.fcos_targets against the dense mmdetection 2.x reference (tests/reference/fcos_targets.py)."""
 
 import pytest
 import torch
@@ -6,12 +6,12 @@ from cuda_marks import cuda_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.fcos_reference import (
+from bench.workload import tiny_person_fcos
+from tests.reference.fcos_targets import (
     TINY_PERSON_RANGES,
     TINY_PERSON_STRIDES,
     dense_fcos_targets,
     fcos_points,
-    tiny_person_fcos,
 )
 from tinyfast.ops import fcos_targets
 
@@ -192,8 +192,9 @@ def test_huge_gts_among_tiny_ones(radius, norm):
     assert_matches_reference(*arguments_for([boxes]), center_sampling_radius=radius, norm_on_bbox=norm)
 
 
-def test_gts_of_area_at_least_1e8_are_never_assigned():
-    # mmdetection's INF = 1e8 marks non-candidates: a GT of area >= 1e8 ends as background.
+def test_gts_of_area_1e8_and_above_as_mmdetection():
+    # mmdetection's INF = 1e8 marks non-candidates, then the smallest area == INF means background: a GT of
+    # area exactly 1e8 is never assigned, a larger one only when no GT of its image is a non-candidate.
     points = torch.tensor([[5000.0, 5000.0]])
     boxes = torch.tensor([[0.0, 0.0, 10000.0, 10000.0], [0.0, 0.0, 9999.0, 10000.0]])
     arguments = (points, [1], [64], [(-1, float("inf"))], boxes, torch.tensor([0, 1]), torch.tensor([2]), 2)
@@ -202,6 +203,20 @@ def test_gts_of_area_at_least_1e8_are_never_assigned():
     labels, _ = assert_matches_reference(arguments[0], *arguments[1:4], boxes[:1], torch.tensor([0]),
                                          torch.tensor([1]), 2, center_sampling_radius=None)  # fmt: skip
     assert labels.tolist() == [[2]]
+
+    huge = torch.tensor([[0.0, 0.0, 20000.0, 10000.0]])  # area 2e8
+    far = torch.tensor([[30000.0, 0.0, 30010.0, 10.0]])  # a non-candidate of the point
+    common = (points, [1], [64], [(-1, float("inf"))])
+    lone = (*common, huge, torch.tensor([0]), torch.tensor([1]), 2)
+    labels, targets = assert_matches_reference(*lone, center_sampling_radius=None)
+    assert labels.tolist() == [[0]] and targets.abs().sum() > 0
+    beside_another = (*common, torch.cat((huge, far)), torch.tensor([0, 1]), torch.tensor([2]), 2)
+    labels, _ = assert_matches_reference(*beside_another, center_sampling_radius=None)
+    assert labels.tolist() == [[2]]
+    # Two images: the lone huge GT of image 1 is assigned, the one of image 0 has a non-candidate beside it.
+    two_images = (*common, torch.cat((huge, far, huge)), torch.tensor([0, 1, 1]), torch.tensor([2, 1]), 2)
+    labels, _ = assert_matches_reference(*two_images, center_sampling_radius=None)
+    assert labels.tolist() == [[2], [1]]
 
 
 def test_coordinates_far_beyond_float_range_of_the_grid():
@@ -370,6 +385,16 @@ BAD_ARGUMENTS = [
     ("gt_counts", [1, 1]),
     ("num_classes", 0),
     ("num_classes", 2.0),
+    ("num_classes", True),
+    ("num_classes", "2"),
+    ("level_sizes", [1.0, 2, 3, 4, 5]),
+    ("strides", [4, 8, True, 32, 64]),
+    ("regress_ranges", [(-1, "16")] * 5),
+    ("regress_ranges", 16),
+    ("center_sampling_radius", True),
+    ("center_sampling_radius", "1.5"),
+    ("norm_on_bbox", "no"),
+    ("norm_on_bbox", 1),
 ]
 
 
@@ -377,6 +402,12 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_raise_value_error_naming_them(name, value):
     arguments = good_arguments() | {name: value}
     with pytest.raises(ValueError, match=name):
+        fcos_targets(**arguments)
+
+
+def test_inputs_on_different_devices_raise_value_error():
+    arguments = good_arguments() | {"gt_labels": torch.tensor([0, 1], device="meta")}
+    with pytest.raises(ValueError, match="device"):
         fcos_targets(**arguments)
 
 
@@ -388,6 +419,23 @@ def test_non_finite_points_and_radius_raise_value_error():
         fcos_targets(**arguments)
     with pytest.raises(ValueError, match="center_sampling_radius"):
         fcos_targets(**good_arguments(), center_sampling_radius=float("nan"))
+
+
+def test_torch_compile_full_graph_with_dynamic_shapes():
+    def targets(points, gt_boxes, gt_labels, gt_counts, level_sizes, strides, ranges):
+        labels, bbox_targets = fcos_targets(points, level_sizes, strides, ranges, gt_boxes + 0.5, gt_labels,
+                                            gt_counts, 3, center_sampling_radius=1.5)  # fmt: skip
+        return labels, bbox_targets * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(targets, backend="aot_eager", fullgraph=True, dynamic=True)
+    generator = torch.Generator().manual_seed(12)
+    points, level_sizes, strides, ranges = small_pyramid()
+    for per_image in ([30, 5], [12, 0, 7]):  # other numbers of GTs and images: the same graph
+        boxes, labels, counts, _ = batch([random_boxes(n, 96, 128, generator) for n in per_image])
+        arguments = (points, boxes, labels, counts, level_sizes, strides, ranges)
+        for got, expected in zip(compiled(*arguments), targets(*arguments), strict=True):
+            assert torch.equal(got, expected)
 
 
 def test_the_op_checks_its_arguments_too():

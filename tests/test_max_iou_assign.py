@@ -1,4 +1,4 @@
-"""tinyfast.ops.max_iou_assign against the dense mmdetection 2.x reference (bench/assign_reference.py)."""
+"""tinyfast.ops.max_iou_assign against the dense mmdetection 2.x reference (tests/reference/)."""
 
 import pytest
 import torch
@@ -7,12 +7,8 @@ from cuda_marks import cuda_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.assign_reference import (
-    RETINANET_ASSIGNER,
-    dense_max_iou_assign,
-    retinanet_anchors,
-    tiny_person_retinanet,
-)
+from bench.workload import RETINANET_ASSIGNER, tiny_person_retinanet
+from tests.reference.max_iou_assign import dense_max_iou_assign, retinanet_anchors
 from tinyfast.ops import max_iou_assign
 
 # (pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all): RetinaNet, RPN, the R-CNN stage, and
@@ -403,7 +399,10 @@ BAD_ARGUMENTS = [
     ("min_pos_iou", NAN),
     ("ignore_iof", NAN),
     ("low_quality", 1),
+    ("low_quality", "no"),
     ("gt_max_assign_all", None),
+    ("pos_iou", True),
+    ("ignore_iof", "0.5"),
 ]
 
 
@@ -414,9 +413,43 @@ def test_bad_arguments_raise_value_error_naming_them(name, value):
         max_iou_assign(**arguments)
 
 
+def test_inputs_on_different_devices_raise_value_error():
+    arguments = good_arguments() | {"gt_boxes": torch.zeros(2, 4, device="meta")}
+    with pytest.raises(ValueError, match="device"):
+        max_iou_assign(**arguments)
+
+
 def test_the_good_arguments_are_good():
     assigned, _ = max_iou_assign(**good_arguments())
     assert assigned.tolist() == [0, -1, -2]
+
+
+def test_counts_that_wrap_around_int64_are_rejected():
+    # They add up to the number of boxes only modulo 2^64.
+    arguments = good_arguments()
+    arguments["box_counts"] = torch.tensor([2**62, 2**62, 2**62, 2**62 + 3])
+    arguments["gt_counts"] = torch.tensor([1, 1, 0, 0])
+    arguments["ignore_counts"] = torch.tensor([0, 1, 0, 0])
+    assert int(arguments["box_counts"].sum()) == len(arguments["boxes"])
+    with pytest.raises(ValueError, match="box_counts must sum to"):
+        max_iou_assign(**arguments)
+
+
+def test_torch_compile_full_graph_with_dynamic_shapes():
+    def assignment(boxes, box_counts, gt_boxes, gt_counts):
+        assigned, max_iou = max_iou_assign(boxes * 1.0, box_counts, gt_boxes, gt_counts, 0.5, 0.4)
+        return assigned, max_iou + 1
+
+    torch._dynamo.reset()
+    compiled = torch.compile(assignment, backend="aot_eager", fullgraph=True, dynamic=True)
+    generator = torch.Generator().manual_seed(13)
+    for gts_per_image in ([20, 3], [5, 0, 9]):  # other numbers of GTs and images: the same graph
+        boxes = anchors()
+        gt_boxes = torch.cat([random_boxes(n, 96, 128, generator) for n in gts_per_image])
+        box_counts = torch.tensor([len(boxes)] + [0] * (len(gts_per_image) - 1))
+        arguments = (boxes, box_counts, gt_boxes, torch.tensor(gts_per_image))
+        for got, expected in zip(compiled(*arguments), assignment(*arguments), strict=True):
+            assert torch.equal(got, expected)
 
 
 def test_the_op_checks_its_arguments_too():

@@ -3,51 +3,15 @@
 import pytest
 import torch
 from cuda_marks import cuda_test
-from torchvision.ops.boxes import _batched_nms_vanilla
 
 from bench.workload import tiny_person_merge
-from tests.test_batched_nms import reference_batched_nms
+from tests.reference.batched_nms import reference_batched_nms
+from tests.reference.merge_tiles import reference_merge
 from tinyfast.ops import merge_tiles
 
 # ---------------------------------------------------------------------------------------------------------
 # The reference composition and data
 # ---------------------------------------------------------------------------------------------------------
-
-
-def place_in_images(boxes, tile_index, tiles, tile_image, image_sizes, tile_scales, tile_flips):
-    """Tile boxes in image coordinates, with the operations in the order the op documents."""
-    scale, tile, flipped = tile_scales[tile_index], tiles[tile_index], tile_flips[tile_index]
-    x1, x2 = boxes[:, 0] / scale[:, 0], boxes[:, 2] / scale[:, 0]
-    crop_width = tile[:, 2] - tile[:, 0]
-    crop = torch.stack(
-        [
-            torch.where(flipped, crop_width - x2, x1),
-            boxes[:, 1] / scale[:, 1],
-            torch.where(flipped, crop_width - x1, x2),
-            boxes[:, 3] / scale[:, 1],
-        ],
-        dim=1,
-    )
-    size = image_sizes[tile_image[tile_index]].repeat(1, 2)
-    return torch.minimum(torch.maximum(crop + tile[:, :2].repeat(1, 2), torch.zeros(())), size)
-
-
-def reference_merge(case, score_threshold=None, iou_threshold=0.5, class_agnostic=False, max_per_image=None,
-                    nms=_batched_nms_vanilla):  # fmt: skip
-    boxes = place_in_images(
-        case["boxes"], case["tile_index"], case["tiles"], case["tile_image"], case["image_sizes"],
-        case["tile_scales"], case["tile_flips"],
-    )  # fmt: skip
-    image = case["tile_image"][case["tile_index"]]
-    labels, scores = case["labels"], case["scores"]
-    selected = torch.nonzero(scores > (-torch.inf if score_threshold is None else score_threshold)).squeeze(1)
-    groups = image if class_agnostic else image * (int(labels.max()) + 1) + labels
-    keep = selected[nms(boxes[selected], scores[selected], groups[selected], iou_threshold)]
-    keep = keep[torch.argsort(image[keep], stable=True)]
-    if max_per_image is not None:
-        rank = torch.arange(len(keep)) - torch.searchsorted(image[keep], image[keep])
-        keep = keep[rank < max_per_image]
-    return boxes[keep], scores[keep], labels[keep], image[keep]
 
 
 def run_merge(case, **options):
@@ -280,6 +244,9 @@ def test_a_box_at_an_image_border_is_not_truncated():
         (lambda c: c.__setitem__("scores", torch.ones(2)), r"scores must have shape \[3\]"),
         (lambda c: c.__setitem__("tiles", torch.ones(2, 3)), "tiles must have shape"),
         (lambda c: c.__setitem__("labels", torch.zeros(3)), "labels must be an integer tensor"),
+        (lambda c: c.__setitem__("tile_flips", torch.zeros(2)), "tile_flips must be a bool tensor"),
+        (lambda c: c.__setitem__("tile_flips", torch.tensor([0, 1])), "tile_flips must be a bool"),
+        (lambda c: c.__setitem__("tile_index", [0, 0, 1]), "tile_index must be a torch.Tensor"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(change, message):
@@ -298,6 +265,15 @@ def test_bad_input_raises_value_error_naming_the_argument(change, message):
         ({"truncated": "maybe"}, "truncated"),
         ({"truncated_iof": 0.0}, "truncated_iof"),
         ({"truncated_factor": 2.0}, "truncated_factor"),
+        ({"truncated": 1}, "truncated"),
+        ({"iou_threshold": True}, "iou_threshold"),
+        ({"iou_threshold": "0.5"}, "iou_threshold"),
+        ({"score_threshold": False}, "score_threshold"),
+        ({"max_per_image": 2.7}, "max_per_image"),
+        ({"max_per_image": "3"}, "max_per_image"),
+        ({"max_per_image": True}, "max_per_image"),
+        ({"class_agnostic": "no"}, "class_agnostic"),
+        ({"class_agnostic": 0}, "class_agnostic"),
     ],
 )
 def test_bad_options_raise_value_error(option, message):
@@ -305,12 +281,44 @@ def test_bad_options_raise_value_error(option, message):
         run_merge(two_tile_case(), **option)
 
 
+def test_inputs_on_different_devices_raise_value_error():
+    case = two_tile_case()
+    case["labels"] = case["labels"].to("meta")
+    with pytest.raises(ValueError, match="device"):
+        run_merge(case)
+
+
 def test_opcheck():
     case = two_tile_case()
     names = ("boxes", "scores", "labels", "tile_index", "tiles", "tile_scales", "tile_flips", "tile_image",
              "image_sizes")  # fmt: skip
-    args = (*(case[name] for name in names), -float("inf"), 0.5, False, 10, "drop", 0.7, 0.5)
-    torch.library.opcheck(torch.ops.tinyfast.merge_tiles.default, args)
+    for cap in (10, None):
+        args = (*(case[name] for name in names), -float("inf"), 0.5, False, cap, "drop", 0.7, 0.5)
+        torch.library.opcheck(torch.ops.tinyfast.merge_tiles.default, args)
+
+
+def test_the_raw_op_checks_its_options():
+    case = two_tile_case()
+    names = ("boxes", "scores", "labels", "tile_index", "tiles", "tile_scales", "tile_flips", "tile_image",
+             "image_sizes")  # fmt: skip
+    tensors = tuple(case[name] for name in names)
+    with pytest.raises(ValueError, match="max_per_image"):
+        torch.ops.tinyfast.merge_tiles(*tensors, -float("inf"), 0.5, False, -1, "keep", 0.7, 0.5)
+    with pytest.raises(ValueError, match="truncated"):
+        torch.ops.tinyfast.merge_tiles(*tensors, -float("inf"), 0.5, False, None, "maybe", 0.7, 0.5)
+
+
+def test_torch_compile_full_graph_with_dynamic_shapes():
+    def merged_boxes(case):
+        detections = run_merge(case, score_threshold=0.05, max_per_image=100, truncated="downweight")
+        return detections.boxes * 2, detections.scores
+
+    torch._dynamo.reset()
+    compiled = torch.compile(merged_boxes, backend="aot_eager", fullgraph=True, dynamic=True)
+    for num_images in (1, 2):  # another number of boxes and tiles: the same dynamic-shape graph
+        case = workload_case(num_images=num_images, seed=num_images)
+        for got, expected in zip(compiled(case), merged_boxes(case), strict=True):
+            assert torch.equal(got, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 import copy
 import math
+import re
+import urllib.error
 import warnings
 
 import pytest
 import torch
 from cuda_marks import cuda_test
+from torchvision.models import ResNet18_Weights, WeightsEnum
 
 from tinyfast.modeling import AdapFCOS, BackboneFPN, FCOSConfig
-from tinyfast.modeling.backbone import local_imagenet_weights
+from tinyfast.modeling.backbone import check_pretrained, local_imagenet_weights
 
 
 def small_config(**overrides) -> FCOSConfig:
@@ -86,9 +89,19 @@ def test_fcos_on_three_levels_trains_and_detects():
     assert len(found) == 2 and all(f["boxes"].shape[1] == 4 for f in found)
 
 
-def test_missing_pretrained_weights_warn_and_fall_back_to_random_init(tmp_path, monkeypatch):
+def _network_unreachable(*args, **kwargs):
+    raise urllib.error.URLError("[Errno 101] Network is unreachable")
+
+
+def test_missing_pretrained_weights_offline_warn_and_fall_back_to_random_init(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.warns(UserWarning, match="random initialisation"):
+    monkeypatch.setattr(torch.hub, "urlopen", _network_unreachable)
+    where = re.escape(f"put resnet18-f37072fd.pth there (from {ResNet18_Weights.IMAGENET1K_V1.url})")
+    with pytest.warns(
+        UserWarning,
+        match=f"not in {re.escape(str(tmp_path / 'checkpoints'))} .*Network is unreachable"
+        f".*random initialisation.*{where}",
+    ):
         assert local_imagenet_weights("resnet18") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -189,3 +202,43 @@ def test_inference_gives_candidates_inside_the_image():
         assert (found["boxes"][:, 0::2] >= 0).all() and (found["boxes"][:, 0::2] <= 160).all()
         assert (found["boxes"][:, 1::2] >= 0).all() and (found["boxes"][:, 1::2] <= 128).all()
         assert ((found["scores"] >= 0) & (found["scores"] <= 1)).all()
+
+
+def test_missing_pretrained_weights_are_downloaded_through_torchvision_with_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    calls = []
+
+    def download(weights, progress):  # stands in for the network: what the weights API would write
+        calls.append((weights, progress))
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").touch()
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", download)
+    assert local_imagenet_weights("resnet18") is ResNet18_Weights.IMAGENET1K_V1
+    assert calls == [(ResNet18_Weights.IMAGENET1K_V1, True)]
+    assert local_imagenet_weights("resnet18") is ResNet18_Weights.IMAGENET1K_V1  # now cached: no download
+    assert len(calls) == 1
+
+
+def test_frozen_backbone_without_pretrained_weights_stops_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "urlopen", _network_unreachable)
+    names = r"model.backbone_norm = 'frozen' and model.frozen_stages = 1 .*model.pretrained"
+    with pytest.raises(ValueError, match=f"{names} = false"):
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": False, "backbone_norm": "frozen", "frozen_stages": 1}
+        )
+    with (
+        pytest.warns(UserWarning, match="could not be downloaded"),
+        pytest.raises(ValueError, match=f"{names} = true but they are not available"),
+    ):
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": True, "backbone_norm": "frozen", "frozen_stages": 1}
+        )
+    with pytest.raises(ValueError, match="model.frozen_stages = 0"):  # trained BatchNorm, frozen stem
+        check_pretrained(
+            {"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": 0}
+        )
+    check_pretrained(
+        {"backbone": "resnet18", "pretrained": False, "backbone_norm": "batch", "frozen_stages": -1}
+    )

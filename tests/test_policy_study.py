@@ -1,4 +1,4 @@
-"""The merge-policy study (bench/policies.py): with a detector that finds every painted person exactly, the
+"""The merge-policy study (tinyfast/study.py): with a detector that finds every painted person exactly, the
 caps per image and per evaluation must take away what they can, and the border-aware merge must leave one
 box per person; the command line runs on a tiny model and writes its table, json and plot."""
 
@@ -9,10 +9,10 @@ import torch
 from painted_persons import PaintedPersonDetector, painted_image
 from torchvision.io import write_jpeg
 
-from bench.policies import SETTINGS, Setting, label, main, markdown_table, run_study, spread
 from tinyfast.engine.checkpoint import save_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.trainer import build_model
+from tinyfast.modeling.build import build_model
+from tinyfast.study import SETTINGS, Setting, label, main, markdown_table, run_study, spread
 
 FULL_HD = (1920, 1080)
 CELL = 48  # one person per cell of a grid: no two persons overlap
@@ -130,5 +130,5 @@ def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):
 def test_command_line_errors_name_the_problem(tmp_path, capsys):
     assert main([str(DEFAULT_CONFIG), str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(DEFAULT_CONFIG), "--images", "0"])
+    assert main([str(DEFAULT_CONFIG), "--images", "0"]) == 2
+    assert "argument --images: '0' is not an integer >= 1" in capsys.readouterr().err

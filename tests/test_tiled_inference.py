@@ -7,7 +7,16 @@ import torch
 import torchvision
 from painted_persons import PaintedPersonDetector, painted_image
 
-from tinyfast.tiling import TileSettings, TorchvisionDetector, detect_images, merge_policy, write_coco_results
+from tinyfast.tiling import (
+    MERGE_NMS_IOU,
+    TileSettings,
+    TorchvisionDetector,
+    detect_images,
+    detector_merge_policy,
+    merge_policy,
+    tile_grid,
+    write_coco_results,
+)
 
 PERSONS = [
     (100, 100, 112, 120),  # inside tile (0, 0) only
@@ -45,7 +54,7 @@ def test_a_barely_visible_truncated_part_is_dropped_with_border_handling():
     image = painted_image(persons)
     (kept,) = detect_images(PaintedPersonDetector(), [image], "during")
     assert len(kept["boxes"]) == 2  # the reference keeps the truncated duplicate
-    (found,) = detect_images(PaintedPersonDetector(), [image], "during", truncated="drop")
+    (found,) = detect_images(PaintedPersonDetector(), [image], merge_policy("during", truncated="drop"))
     assert_found_once_each(found, persons)
 
 
@@ -110,3 +119,53 @@ def test_torchvision_detector_adapter_applies_the_settings():
     assert (model.topk_candidates, model.nms_thresh, model.detections_per_img) == (50, 1.0, 7)
     detector(torch.rand(1, 3, 128, 160), TileSettings())
     assert model.nms_thresh == 0.6  # the model's own threshold is restored
+
+
+def test_a_huge_image_is_cut_one_batch_of_tiles_at_a_time(monkeypatch):
+    """Every tile view (here 30 tiles x 2 scales x 2 flips; an 8000x6000 image has 900) is cut only when its
+    batch goes to the detector: memory holds one batch of tiles, not all of them."""
+    import tinyfast.tiling.inference as inference
+
+    cut, seen = [0], []
+    view_pixels = inference._view_pixels
+
+    def counting_view_pixels(image, view):
+        cut[0] += 1
+        return view_pixels(image, view)
+
+    def detector(tiles, settings):
+        seen.append((len(tiles), cut[0]))
+        return [
+            {
+                "boxes": torch.zeros(0, 4),
+                "scores": torch.zeros(0),
+                "labels": torch.zeros(0, dtype=torch.int64),
+            }
+            for _ in tiles
+        ]
+
+    monkeypatch.setattr(inference, "_view_pixels", counting_view_pixels)
+    image = torch.zeros(3, 2000, 3000, dtype=torch.uint8)
+    (found,) = detect_images(detector, [image], "during", scales=(1.0, 0.5), flips=True, tile_batch_size=4)
+    assert len(found["boxes"]) == 0
+    total = sum(size for size, _ in seen)
+    assert total == cut[0] == len(tile_grid(3000, 2000)) * 2 * 2 == 120
+    assert all(size <= 4 for size, _ in seen)
+    done = 0
+    for size, cut_so_far in seen:  # when a batch reaches the detector, only it has been cut since the last
+        done += size
+        assert cut_so_far == done
+
+
+def test_a_trained_detector_thresholds_in_its_tiles_and_after_merges_at_the_reference_iou():
+    during = detector_merge_policy("during", dense_head=True, nms_pre=2000, nms_iou=0.6, score_threshold=0.05)
+    assert during.tile_settings == TileSettings(nms_pre=2000, per_tile_nms=False, score_threshold=0.05)
+    assert (during.score_threshold, during.iou_threshold, during.max_per_image) == (None, 0.6, 1000)
+    after = detector_merge_policy(
+        "after", dense_head=False, nms_pre=2000, nms_iou=0.6, score_threshold=0.05, truncated="drop"
+    )
+    assert after.tile_settings == TileSettings(
+        nms_pre=2000, per_tile_nms=True, max_per_tile=200, score_threshold=0.05
+    )
+    assert (after.iou_threshold, after.class_agnostic, after.truncated) == (MERGE_NMS_IOU, True, "drop")
+    assert merge_policy("during").truncated == "keep"

@@ -11,7 +11,7 @@ def offsets(tiles):
 
 
 def reference_grid(width, height, tile_w=640, tile_h=512, overlap_w=100, overlap_h=100):
-    """The reference's loops (tinyperson-protocol.md, section 3) as written there, cropping an image."""
+    """The reference's loops (docs/protocol.md §3.1) as written there, cropping an image."""
     image = torch.arange(width * height).reshape(height, width)
     crops = []
     for y in range(0, max(1, height - overlap_h), tile_h - overlap_h):

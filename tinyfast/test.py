@@ -1,40 +1,61 @@
-"""Test a trained detector: `python -m tinyfast.test CONFIG CHECKPOINT [--policy during|after] [k=v ...]`.
+"""Test a trained detector: `python -m tinyfast.test RUN_DIR|CHECKPOINT [k=v ...] [--policy during|after]`.
 
-Runs tiled inference on the config's test images with the merge policy, writes the COCO results json and
-the metrics next to the checkpoint (or into --out), and prints the evaluation table. Under
+The model is a run folder (its `config.toml` and `latest.pth`) or a checkpoint (it carries its config);
+`python -m tinyfast.test CONFIG CHECKPOINT [k=v ...]` tests a checkpoint with another config. Runs tiled
+inference on the config's test images with the merge policy, writes the COCO results json and the metrics
+next to the checkpoint (or into --out), and prints the evaluation table. Under
 `torchrun --nproc_per_node N -m tinyfast.test ...` every process infers a share of the images.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from tinyfast.engine import distributed
-from tinyfast.engine.config import load_config
+from tinyfast.engine.checkpoint import load_checkpoint
+from tinyfast.engine.config import config_path, load_config, shipped_configs
 from tinyfast.engine.evaluation import evaluate_detector
-from tinyfast.engine.trainer import load_model
+from tinyfast.engine.predictor import resolve_model
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.modeling.build import load_model
+from tinyfast.utils import cli
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="the TOML config the model was trained with")
-    parser.add_argument("checkpoint", help="a .pth file written by python -m tinyfast.train")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
+    parser = cli.ArgumentParser(prog="python -m tinyfast.test", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a run folder or a checkpoint (.pth), or a config (file or name)")
+    parser.add_argument(
+        "rest",
+        nargs="*",
+        metavar="[CHECKPOINT] key.sub=value",
+        help="after a config: its checkpoint; overrides",
+    )
     parser.add_argument("--policy", choices=("during", "after"), default=None, help="merge policy")
     parser.add_argument("--out", default=None, help="folder for results and metrics")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        model = load_model(config["model"], args.checkpoint)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    args = parser.parse_intermixed_args(argv)
+    if Path(args.model).is_dir() or Path(args.model).suffix == ".pth":
+        config, checkpoint, state = resolve_model(args.model, args.rest)
+    else:
+        try:
+            config_path(args.model)
+        except ValueError:
+            raise ValueError(
+                f"{args.model} is neither a run folder, a checkpoint (.pth) nor a config (a file or the "
+                f"name of a shipped one: {', '.join(shipped_configs())})"
+            ) from None
+        if not args.rest or "=" in args.rest[0]:
+            raise ValueError(f"{args.model} is a config: give the checkpoint to test after it")
+        checkpoint, overrides = args.rest[0], args.rest[1:]
+        config, state = load_config(args.model, overrides), None
+    out_dir = Path(args.out) if args.out else Path(checkpoint).parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    state = state or load_checkpoint(Path(checkpoint))
+    model = load_model(config["model"], state, str(checkpoint))
     policy = args.policy or config["test"]["policy"]
-    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     with distributed.launch(config["train"]["device"]) as processes:
         metrics = evaluate_detector(
             model.to(processes.device).detect_tiles,

@@ -1,6 +1,6 @@
 """Train a detector: `python -m tinyfast.train [CONFIG] [key.sub=value ...]`.
 
-With no arguments, the embedded default (configs/fcos_synthetic.toml): the synthetic set is generated on
+With no arguments, the embedded default (fcos_synthetic): the synthetic set is generated on
 first use, a small Adap FCOS is trained on the CPU and evaluated with tiled inference on the held-out
 images; checkpoints, logs, results and metrics go to its run folder and AP50 tiny is printed.
 
@@ -16,43 +16,38 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
-from tinyfast.engine.distributed import is_main_process
 from tinyfast.engine.trainer import train
 from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.utils import cli
+from tinyfast.utils.comm import is_main_process
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tinyfast.train", description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file in configs/")
+    parser = cli.ArgumentParser(prog="python -m tinyfast.train", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "config", nargs="?", default=str(DEFAULT_CONFIG), help="a TOML file, or a shipped config's name"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue from the run folder's latest.pth")
     resume.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if "=" in args.config:  # only overrides were given
         args.overrides.insert(0, args.config)
         args.config = str(DEFAULT_CONFIG)
     return args
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     main_process = is_main_process()
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     run_dir = Path(config["run_dir"])
-    try:
-        resume = args.resume_from or ("auto" if args.resume else None)
-        _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
-    except (ValueError, FloatingPointError) as error:  # bad input or data, a diverged run
-        if main_process:
-            print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ValueError) else 1
+    resume = args.resume_from or ("auto" if args.resume else None)
+    _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
     if main_process:
         if metrics:
             print(format_report(metrics, EvalParams.tinyperson(1000)))

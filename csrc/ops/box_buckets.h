@@ -30,25 +30,27 @@ BoxBuckets bucket_boxes(const at::Tensor& boxes, const at::Tensor& counts, int64
 // The cell of coordinates v along one axis: a monotone function of v, so that a point strictly inside a
 // listed box lies in one of the cells the box is listed in. grid_cell (box_grid.h) is the same function for
 // the kernels.
-at::Tensor cell_along(
-    const at::Tensor& v,
-    const at::Tensor& origin,
-    const at::Tensor& cells_per_unit,
-    const at::Tensor& cells);
+at::Tensor cell_along(const at::Tensor& v,
+                      const at::Tensor& origin,
+                      const at::Tensor& cells_per_unit,
+                      const at::Tensor& cells);
+
+// [] bool: counts [B] int64 (checked >= 0 apart) add up to total, without an int64 wrap-around: each count
+// and each partial sum is at most total (a wrap would first exceed it, by less than 2 * total).
+at::Tensor counts_sum_to(const at::Tensor& counts, int64_t total);
 
 template <typename T>
 BoxGrid<T> grid_view(const BoxBuckets& buckets) {
-  return BoxGrid<T>{
-      buckets.lo_x.data_ptr<T>(),
-      buckets.lo_y.data_ptr<T>(),
-      buckets.x_cells_per_unit.data_ptr<T>(),
-      buckets.y_cells_per_unit.data_ptr<T>(),
-      buckets.columns.data_ptr<T>(),
-      buckets.rows.data_ptr<T>(),
-      buckets.cell_offsets.data_ptr<int64_t>(),
-      buckets.large_cells.data_ptr<int64_t>(),
-      buckets.cell_starts.data_ptr<int64_t>(),
-      buckets.cell_items.data_ptr<int64_t>()};
+  return BoxGrid<T>{buckets.lo_x.data_ptr<T>(),
+                    buckets.lo_y.data_ptr<T>(),
+                    buckets.x_cells_per_unit.data_ptr<T>(),
+                    buckets.y_cells_per_unit.data_ptr<T>(),
+                    buckets.columns.data_ptr<T>(),
+                    buckets.rows.data_ptr<T>(),
+                    buckets.cell_offsets.data_ptr<int64_t>(),
+                    buckets.large_cells.data_ptr<int64_t>(),
+                    buckets.cell_starts.data_ptr<int64_t>(),
+                    buckets.cell_items.data_ptr<int64_t>()};
 }
 
 }  // namespace tinyfast

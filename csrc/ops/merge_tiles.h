@@ -1,11 +1,11 @@
-// The merge of tiled detections: the argument checks shared by the CPU and CUDA implementations, and the
-// device-generic steps (tensor operations around two per-box kernels) that the CUDA one runs; the CPU one
-// fuses them per image (cpu/merge_tiles_kernel.cpp).
+// The merge of tiled detections: the op's arguments, checks and entry point, shared by the CPU backend (fused
+// per image, cpu/merge_tiles_kernel.cpp) and the CUDA one (tensor operations around two per-box kernels,
+// cuda/merge_tiles_cuda.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include <string>
+#include <optional>
 #include <tuple>
 
 namespace tinyfast {
@@ -22,18 +22,26 @@ struct MergeTilesInput {
   const at::Tensor& image_sizes;  // [I, 2] (width, height)
 };
 
+// What happens to a truncated box lying mostly inside a complete box of another tile.
+enum class TruncatedMode { kKeep, kDownweight, kDrop };
+
+// "keep", "downweight" or "drop"; else ValueError naming the argument.
+TruncatedMode parse_truncated(c10::string_view truncated);
+
 struct MergeTilesOptions {
-  double score_threshold;
+  double score_threshold;  // -inf: none
   double iou_threshold;
   bool class_agnostic;
-  int64_t max_per_image;
-  std::string truncated;  // "keep", "downweight" or "drop"
+  std::optional<int64_t> max_per_image;  // none: no cap
+  TruncatedMode truncated;
   double truncated_iof;
   double truncated_factor;
-};
 
-// Checks of shapes, dtypes, devices and options: ValueError naming the argument.
-void check_merge_tiles_args(const MergeTilesInput& input, const MergeTilesOptions& options);
+  // The cap of the kernels: -1 for none.
+  int64_t cap() const {
+    return max_per_image.value_or(-1);
+  }
+};
 
 // What the checks that read the data found (each true unless a check found otherwise).
 struct MergeTilesFacts {
@@ -50,29 +58,43 @@ struct MergeTilesFacts {
 // ValueError naming the first bad argument.
 void check_merge_tiles_facts(const MergeTilesFacts& facts, int64_t num_tiles, int64_t num_images);
 
-// The result of a merge without boxes.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_merge_result(const MergeTilesInput& input);
+using MergedDetections = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// What each backend of merge_tiles_with implements. All tensors on the input's device, boxes in compute type T of `boxes`.
-struct MergeTilesKernels {
-  // Image-coordinate boxes [N, 4] (unflipped, unscaled, shifted, clipped) and "cut by an internal tile
-  // border" flags [N] bool.
-  void (*place_boxes)(const MergeTilesInput& input, at::Tensor& image_boxes, at::Tensor& truncated);
-  // [N] bool: the truncated box lies mostly inside (intersection over its area >= iof) a box from another
-  // tile of the same image (and label, unless class_agnostic) that is not truncated.
-  at::Tensor (*covered_truncated)(
-      const at::Tensor& image_boxes,
-      const at::Tensor& truncated,
-      const at::Tensor& box_tile,
-      const at::Tensor& box_image,
-      const at::Tensor& labels,
-      bool class_agnostic,
-      double iof);
+struct MergeTilesBackend {
+  // The merge of checked input with at least one box (with the device guard it needs); the checks that
+  // read the data are the backend's (check_merge_tiles_facts).
+  MergedDetections (*merge)(const MergeTilesInput& input, const MergeTilesOptions& options);
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_with(
-    const MergeTilesInput& input,
-    const MergeTilesOptions& options,
-    const MergeTilesKernels& kernels);
+// Checks of shapes, dtypes, devices and options (ValueError naming the argument), the empty case, then the
+// backend.
+MergedDetections merge_tiles_with(const MergeTilesInput& input,
+                                  const MergeTilesOptions& options,
+                                  const MergeTilesBackend& backend);
+
+// A backend's kernel with the op's schema.
+template <const MergeTilesBackend& backend>
+MergedDetections merge_tiles_kernel(const at::Tensor& boxes,
+                                    const at::Tensor& scores,
+                                    const at::Tensor& labels,
+                                    const at::Tensor& tile_index,
+                                    const at::Tensor& tiles,
+                                    const at::Tensor& tile_scales,
+                                    const at::Tensor& tile_flips,
+                                    const at::Tensor& tile_image,
+                                    const at::Tensor& image_sizes,
+                                    double score_threshold,
+                                    double iou_threshold,
+                                    bool class_agnostic,
+                                    std::optional<int64_t> max_per_image,
+                                    c10::string_view truncated,
+                                    double truncated_iof,
+                                    double truncated_factor) {
+  return merge_tiles_with(
+      {boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes},
+      {score_threshold, iou_threshold, class_agnostic, max_per_image, parse_truncated(truncated),
+       truncated_iof, truncated_factor},
+      backend);
+}
 
 }  // namespace tinyfast

@@ -1,14 +1,16 @@
 """TinyPerson COCO json: loading with validation, per-image annotation arrays, tasks, writing back.
 
-Fields and their meaning follow the reference (docs: tinyperson-protocol.md, section 1).
+Fields and their meaning follow the reference (docs/protocol.md §1).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -134,15 +136,7 @@ class AnnotationSet:
 
     def task_category_ids(self, task: Task) -> set[int]:
         """Category ids that are positives in `task`; the other category becomes ignore."""
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-        if task == "all":
-            return {c["id"] for c in self.categories}
-        name = SEA_PERSON if task == "sea" else EARTH_PERSON
-        ids = {c["id"] for c in self.categories if c["name"] == name}
-        if not ids:
-            raise DataError(f"{self.path}: task {task!r} needs a category named {name!r}")
-        return ids
+        return task_category_ids(self.categories, task, self.path)
 
     def targets(self, anns: ImageAnnotations, task: Task) -> TaskTargets:
         positive = np.isin(anns.category_ids, list(self.task_category_ids(task))) & ~anns.not_a_person
@@ -169,7 +163,45 @@ class AnnotationSet:
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_coco(), separators=(",", ":")))
+        Path(path).write_text(json.dumps(self.to_coco(), separators=(",", ":"), allow_nan=False))
+
+
+def task_category_ids(categories: list[dict], task: Task, source: str = "the ground truth") -> set[int]:
+    """The ids of the categories that are positives in `task`: every category for "all", the one named
+    `sea_person` or `earth_person` for "sea" or "earth" (training, testing and evaluation all map tasks to
+    categories through this function). `source` names the file in the error of a missing category."""
+    if task not in TASKS:
+        raise ValueError(f"data.task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    if task == "all":
+        return {c["id"] for c in categories}
+    name = SEA_PERSON if task == "sea" else EARTH_PERSON
+    ids = {c["id"] for c in categories if c.get("name") == name}
+    if not ids:
+        raise DataError(f"{source}: task {task!r} needs a category named {name!r}")
+    return ids
+
+
+def task_scoring_category(categories: list[dict], task: Task, source: str = "the ground truth") -> int:
+    """The one category id a task is scored under: 1 ("person") for "all", the task's category otherwise.
+    Detections are written with this id."""
+    return 1 if task == "all" else min(task_category_ids(categories, task, source))
+
+
+def task_ground_truth(coco: dict, task: Task, source: str = "the ground truth") -> dict:
+    """The ground truth as the task is scored: "all" merges sea and earth into one category `person` (id 1);
+    "sea" or "earth" keeps that category and makes the other one ignore regions."""
+    positives = task_category_ids(coco["categories"], task, source)
+    kept = task_scoring_category(coco["categories"], task, source)
+    gt = copy.deepcopy(coco)
+    for ann in gt["annotations"]:
+        if task != "all" and ann["category_id"] not in positives:
+            ann["ignore"] = 1
+        ann["category_id"] = kept
+    if task == "all":
+        gt["categories"] = [{"id": 1, "name": "person"}]
+    else:
+        gt["categories"] = [c for c in gt["categories"] if c["id"] == kept]
+    return gt
 
 
 def _annotation_dicts(image_id: int, anns: ImageAnnotations) -> list[dict]:
@@ -191,28 +223,50 @@ def _annotation_dicts(image_id: int, anns: ImageAnnotations) -> list[dict]:
     return out
 
 
-def load_annotations(path: str | Path, on_error: OnError = "raise") -> AnnotationSet:
-    """Read and validate a TinyPerson-style COCO json.
+def load_annotations(
+    path: str | Path, on_error: OnError = "raise", categories: Collection[str] | None = None
+) -> AnnotationSet:
+    """Read and validate a TinyPerson-style (or any COCO) json.
 
     A bad annotation (unknown image or category, bbox not 4 finite numbers, non-positive size, box
     outside the image by more than OUTSIDE_TOLERANCE_PX) raises DataError naming the file and the
     annotation id; with on_error="skip" it is dropped instead and one warning counts the drops by reason.
+    `categories` keeps only the categories of these names (COCO's "person" for pre-training): the other
+    categories and their annotations are left out before validation; crowd boxes (`iscrowd`) stay, as
+    ignore regions (`ImageAnnotations.not_a_person`).
     """
     path = str(path)
+    return annotations_from_coco(read_json(path), path, on_error, categories)
+
+
+def read_json(path: str | Path) -> object:
+    """The parsed json file; DataError naming the file when it is missing or malformed."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed JSON ({e})") from None
+
+
+def annotations_from_coco(
+    data: object,
+    path: str = "<COCO dict>",
+    on_error: OnError = "raise",
+    categories: Collection[str] | None = None,
+) -> AnnotationSet:
+    """`load_annotations` of an already parsed json; `path` names it in errors."""
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations")
     ):
         raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")
-    categories = data.get("categories", [])
-    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
+    all_categories = data.get("categories", [])
+    if not isinstance(all_categories, list) or not all(
+        isinstance(c, dict) and "id" in c for c in all_categories
+    ):
         raise DataError(f"{path}: 'categories' must be a list of objects with an 'id'")
+    kept_categories = _filter_categories(path, all_categories, categories)
     images = [_parse_image(path, entry) for entry in data["images"]]
     by_id: dict[int, ImageInfo] = {}
     for info in images:
@@ -220,10 +274,13 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
             raise DataError(f"{path}: image id {info.id} appears twice")
         by_id[info.id] = info
 
-    category_ids = {c["id"] for c in categories}
+    category_ids = {c["id"] for c in kept_categories}
+    left_out_ids = {c["id"] for c in all_categories} - category_ids
     rows: dict[int, list[tuple]] = {}
     skipped: Counter = Counter()
     for ann in data["annotations"]:
+        if left_out_ids and isinstance(ann, dict) and ann.get("category_id") in left_out_ids:
+            continue
         try:
             image_id, row = _parse_annotation(ann, by_id, category_ids)
         except _BadAnnotation as e:
@@ -234,10 +291,22 @@ def load_annotations(path: str | Path, on_error: OnError = "raise") -> Annotatio
         rows.setdefault(image_id, []).append(row)
     if skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
-        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=2)
+        warnings.warn(f"{path}: skipped {sum(skipped.values())} bad annotations: {reasons}", stacklevel=3)
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     annotations = {image_id: _to_arrays(r) for image_id, r in rows.items()}
-    return AnnotationSet(path, images, annotations, categories, extra)
+    return AnnotationSet(path, images, annotations, kept_categories, extra)
+
+
+def _filter_categories(path: str, categories: list[dict], names: Collection[str] | None) -> list[dict]:
+    if names is None:
+        return categories
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names) or not names:
+        raise ValueError(f"categories must be a non-empty collection of names, got {names!r}")
+    available = [c.get("name") for c in categories]
+    missing = sorted(set(names) - set(available))
+    if missing:
+        raise DataError(f"{path}: no category named {missing} (categories: {available})")
+    return [c for c in categories if c.get("name") in set(names)]
 
 
 def _parse_image(path: str, entry: object) -> ImageInfo:

@@ -7,29 +7,32 @@ DIR holds `images/` and `labels/` (one `NAME.txt` per image `NAME.*`, rows norma
 plain `cls cx cy w h` rows and polygon rows `cls x1 y1 x2 y2 ...` (the box is the min/max of the points).
 Image sizes are read from the image files. Rows are never silently dropped; each rejected row is
 counted by reason and the first examples are printed:
-- `malformed`: not numbers, or a field count that is neither 5 nor an odd number >= 7;
+- `malformed`: not finite numbers (`nan` and `inf` included), or a field count that is neither 5 nor an
+  odd number >= 7;
 - `outside`: a coordinate beyond [0, 1] by more than OUTSIDE_TOLERANCE (smaller overshoots are clipped);
 - `degenerate`: zero width or height, or a box more than `max_wide_aspect` times wider than high. No
   person, even lying down, is that shape: TinyPerson persons are at most ~3x wider than high, and a
   stretch of a 16:9 image to a square only narrows them;
 - `duplicate`: the same box as an earlier row of the same image (the second would be an unmatchable GT).
-A class index without a name is an error (naming the file and line), not a skip.
+A class index without a name is an error (naming the file and line), not a skip. Label files are UTF-8
+(a byte-order mark is allowed); the json written is strict (no NaN or Infinity).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from tinyfast.data.annotations import load_annotations
-from tinyfast.data.corners import OVERLAP, cut_annotation_set, to_corner_set
+from tinyfast.data.corners import OVERLAP, SUB_SIZE, cut_annotation_set, to_corner_set
 from tinyfast.data.errors import DataError
+from tinyfast.data.transforms import image_size
+from tinyfast.utils import cli
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OUTSIDE_TOLERANCE = 0.01
@@ -78,6 +81,8 @@ def parse_row(fields: list[str]) -> tuple[int, float, float, float, float] | Non
         cls_value, *numbers = (float(v) for v in fields)
     except ValueError:
         return None
+    if not all(math.isfinite(v) for v in (cls_value, *numbers)):
+        return None
     if cls_value != int(cls_value) or cls_value < 0:
         return None
     if len(numbers) == 4:
@@ -93,6 +98,8 @@ def import_yolo(
     root: str | Path, names: list[str], max_wide_aspect: float = MAX_WIDE_ASPECT
 ) -> tuple[dict, ImportReport]:
     """The COCO dict (category ids 1..len(names), all TinyPerson flags False) and the import report."""
+    if not (math.isfinite(max_wide_aspect) and max_wide_aspect > 0):
+        raise ValueError(f"max_wide_aspect must be a finite number > 0, got {max_wide_aspect!r}")
     root = Path(root)
     image_dir, label_dir = root / "images", root / "labels"
     if not image_dir.is_dir():
@@ -104,14 +111,14 @@ def import_yolo(
         report.labels_without_image = sorted(p.name for p in label_dir.glob("*.txt") if p.stem not in stems)
     images, annotations = [], []
     for image_id, image_path in enumerate(image_files):
-        width, height = _image_size(image_path)
+        width, height = image_size(image_path)
         images.append({"file_name": image_path.name, "height": height, "width": width, "id": image_id})
         label_path = label_dir / f"{image_path.stem}.txt"
         if not label_path.is_file():
             report.images_without_labels += 1
             continue
         seen: set[tuple[float, ...]] = set()
-        for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+        for line_no, line in enumerate(_read_labels(label_path).splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue
@@ -173,17 +180,23 @@ def _annotation(
     }
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+def _read_labels(path: Path) -> str:
     try:
-        with Image.open(path) as image:
-            return image.size
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first row
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
 
 
+def _writable_file(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the json file to write")
+    return out
+
+
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tinyfast.data.convert", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     yolo.add_argument("--names", nargs="+", default=["person"], help="class names, in class-index order")
     yolo.add_argument(
         "--max-wide-aspect",
-        type=float,
+        type=cli.positive_float,
         default=MAX_WIDE_ASPECT,
         help="reject boxes more than this many times wider than high",
     )
@@ -204,33 +217,38 @@ def main(argv: list[str] | None = None) -> int:
         "--erase", action="store_true", help="drop ignore/uncertain/logo, keep them to paint"
     )
     corners.add_argument("--keep-dense", action="store_true", help="also cut dense images")
-    corners.add_argument("--overlap", type=int, nargs=2, default=OVERLAP, metavar=("X", "Y"))
+    corners.add_argument(
+        "--overlap", type=cli.non_negative_int, nargs=2, default=OVERLAP, metavar=("X", "Y")
+    )
     args = parser.parse_args(argv)
-    try:
-        if args.command == "yolo":
-            return _yolo_command(args)
-        return _corners_command(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "yolo":
+        return _yolo_command(args)
+    return _corners_command(args)
 
 
 def _yolo_command(args: argparse.Namespace) -> int:
+    out = _writable_file(args.out)
     coco, report = import_yolo(args.dir, args.names, args.max_wide_aspect)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(coco, separators=(",", ":")))
+    out.write_text(json.dumps(coco, separators=(",", ":"), allow_nan=False))
     print(report.summary())
     print(f"wrote {out}")
     return 0
 
 
 def _corners_command(args: argparse.Namespace) -> int:
+    too_large = [f"{o} >= {s}" for o, s in zip(args.overlap, SUB_SIZE, strict=True) if o >= s]
+    if too_large:
+        raise ValueError(
+            f"--overlap {args.overlap[0]} {args.overlap[1]} must be smaller than the cut size "
+            f"{SUB_SIZE[0]} {SUB_SIZE[1]} ({', '.join(too_large)})"
+        )
+    out = _writable_file(args.out)
     annotations = load_annotations(args.ann_file)
     subs = cut_annotation_set(
         annotations, erase=args.erase, skip_dense=not args.keep_dense, overlap=tuple(args.overlap)
     )
-    to_corner_set(annotations, subs).save(args.out)
+    to_corner_set(annotations, subs).save(out)
     boxes = sum(len(s.annotations) for s in subs)
     print(f"{len(annotations)} images -> {len(subs)} sub-images with {boxes} annotations; wrote {args.out}")
     return 0

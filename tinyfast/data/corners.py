@@ -1,7 +1,8 @@
-"""Training sub-images ("corner" cutting), as the reference does it (tinyperson-protocol.md, section 2).
+"""Training sub-images ("corner" cutting), as the reference does it (docs/protocol.md §2).
 
-This is not the inference tile grid of section 3 (tinyfast.tiling): the step here is `sub - overlap`,
-the count is ceil((size - overlap) / step), and the last cut is moved back to end at the image edge.
+The cut offsets (`cut_starts`: step `sub - overlap`, ceil((size - overlap) / step) cuts, the last one moved
+back to end at the image edge) are also those of the inference tile grid of section 3 (tinyfast.tiling),
+which takes them from here; the default sizes and overlaps of the two differ.
 Export a corner json with `python -m tinyfast.data.convert corners FULL.json --out CORNER.json`.
 """
 
@@ -22,8 +23,8 @@ KEEP_RATIO = 0.7
 
 
 def cut_starts(size: int, sub: int, overlap: int) -> list[int]:
-    """Start offsets along one axis; the last cut ends flush with the edge (an image smaller than
-    `sub` gives one cut starting at 0 and ending at the edge)."""
+    """Start offsets along one axis, for training cuts and inference tiles alike; the last cut ends flush
+    with the edge (an image smaller than `sub` gives one cut starting at 0 and ending at the edge)."""
     if not 0 <= overlap < sub:
         raise ValueError(f"overlap {overlap} must be in [0, {sub})")
     stride = sub - overlap

@@ -36,7 +36,7 @@ class TinyPersonDataset(Dataset):
     `boxes_ignore` [M,4] float32, `image_id` (the full image's id), `orig_size` (H, W of the full image),
     `crop_offset` (x, y of the crop in the full image), `size` (h, w of the item) and `flipped`.
 
-    `cut=True` cuts each full image into the reference's training sub-images (section 2 of the protocol)
+    `cut=True` cuts each full image into the reference's training sub-images (docs/protocol.md §2)
     on the fly; a corner json (images with `corner`) is read as it is. With `train=True`, dense images are
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
     images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes

@@ -1,6 +1,6 @@
-"""A deterministic TinyPerson-like data set, written in the TinyPerson json layout.
+"""Deterministic synthetic data: a TinyPerson-like set in the TinyPerson json layout, a COCO-like source set.
 
-    python -m tinyfast.data.synthetic --out DIR [--preset tiny|default|dense] [--seed 0]
+    python -m tinyfast.data.synthetic --out DIR [--preset tiny|default|dense|source] [--seed 0]
 
 writes DIR/images/{train,test}_NNNN.jpg and DIR/annotations/{train,test}.json: beach scenes (sea above a
 wavy shoreline, sand below) of 1920x1080 and 1280x720, person-shaped figures 2-32 px tall (SIZE_MIX),
@@ -8,11 +8,16 @@ sea_person in the water and earth_person on the sand, sparse images and dense on
 boxes `in_dense_image`), crowd regions drawn as clusters and annotated as one `ignore` box, faint figures
 annotated `uncertain`, and a watermark annotated `ignore` + `logo` on some images. Every image depends
 only on (seed, split, index), so output is the same for a seed whatever runs before it.
+
+The `source` preset (`generate_source`) writes a pre-training set for Scale Match beside it, in COCO's
+layout: DIR/images/source_NNNN.jpg and DIR/annotations/source.json, the same beach scenes at 1280x960 and
+960x720 with a few ordinary-sized persons (20-300 px tall, log-uniform) per image, category "person" (id 1)
+as in COCO, surfboards (another category, "surfboard", id 42) and crowds of persons annotated as one
+`iscrowd` box on some images.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torchvision.io import encode_jpeg
 
 from tinyfast.data.annotations import TINYPERSON_CATEGORIES
+from tinyfast.utils import cli
 
 # Figure heights in px: (low, high exclusive, share). TinyPerson's size classes: tiny1 2-8, tiny2 8-12,
 # tiny3 12-20, small 20-32; most persons are under 20 px.
@@ -52,6 +58,21 @@ PRESETS = {
     # its training set and first four test images are the default's.
     "dense": Preset(train_images=24, test_images=8, dense_train=6, dense_test=4),
 }
+
+
+SOURCE_PRESET = "source"
+SOURCE_IMAGES = 48
+SOURCE_IMAGE_SIZES = ((1280, 960), (960, 720))
+SOURCE_HEIGHTS = (20, 300)  # person heights in px, log-uniform
+SOURCE_PERSONS = (1, 6)  # persons per image, high exclusive
+SOURCE_SURFBOARDS = (0, 3)
+SOURCE_CROWD_EVERY = 4  # every 4th source image holds a crowd (iscrowd)
+SOURCE_STREAM = 2  # the source set's entropy next to the splits' 0 (train) and 1 (test)
+COCO_PERSON_ID, COCO_SURFBOARD_ID = 1, 42
+SOURCE_CATEGORIES: list[dict] = [
+    {"id": COCO_PERSON_ID, "name": "person", "supercategory": "person"},
+    {"id": COCO_SURFBOARD_ID, "name": "surfboard", "supercategory": "sports"},
+]
 
 
 @dataclass
@@ -94,6 +115,71 @@ def generate(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> dict[s
         path.write_text(json.dumps(coco, separators=(",", ":")))
         written[split] = path
     return written
+
+
+def generate_source(out_dir: str | Path, num_images: int = SOURCE_IMAGES, seed: int = 0) -> Path:
+    """Write the COCO-like source set (module docstring) beside the tiny one; returns its json. Image i
+    depends only on (seed, i)."""
+    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
+        raise ValueError(f"num_images must be an int >= 1, got {num_images!r}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in range(num_images):
+        rng = np.random.default_rng([seed, SOURCE_STREAM, index])
+        width, height = SOURCE_IMAGE_SIZES[index % len(SOURCE_IMAGE_SIZES)]
+        drawn = _draw_source_image(rng, width, height, crowd=index % SOURCE_CROWD_EVERY == 0)
+        file_name = f"source_{index:04d}.jpg"
+        pixels = torch.from_numpy(drawn.image).permute(2, 0, 1).contiguous()
+        (out / "images" / file_name).write_bytes(encode_jpeg(pixels, quality=92).numpy().tobytes())
+        images.append({"file_name": file_name, "height": height, "width": width, "id": index})
+        for ann in drawn.annotations:
+            annotations.append({**ann, "image_id": index, "id": len(annotations)})
+    path = out / "annotations" / "source.json"
+    coco = {"images": images, "annotations": annotations, "categories": SOURCE_CATEGORIES}
+    path.write_text(json.dumps(coco, separators=(",", ":")))
+    return path
+
+
+def _draw_source_image(rng: np.random.Generator, width: int, height: int, *, crowd: bool) -> _Drawn:
+    shore = _shoreline(rng, width, height)
+    image = _background(rng, width, height, shore)
+    annotations = []
+
+    def add(box: tuple[int, int, int, int], category: int, iscrowd: bool = False) -> None:
+        x, y, w, h = (float(v) for v in box)
+        annotations.append(
+            {
+                "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]],
+                "bbox": [x, y, w, h],
+                "category_id": category,
+                "area": w * h,
+                "iscrowd": int(iscrowd),
+            }
+        )
+
+    if crowd:
+        add(_draw_crowd(rng, image, shore), COCO_PERSON_ID, iscrowd=True)
+    for _ in range(rng.integers(*SOURCE_SURFBOARDS)):
+        add(_draw_surfboard(rng, image), COCO_SURFBOARD_ID)
+    low, high = np.log(SOURCE_HEIGHTS)
+    for _ in range(rng.integers(*SOURCE_PERSONS)):
+        h = int(round(np.exp(rng.uniform(low, high))))
+        w = max(1, round(h * rng.uniform(0.3, 0.55)))
+        x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        _paint_figure(rng, image, x, y, w, h, 1.0, swimming=y + h <= shore[x])
+        add((x, y, w, h), COCO_PERSON_ID)
+    return _Drawn(annotations, image)
+
+
+def _draw_surfboard(rng: np.random.Generator, image: np.ndarray) -> tuple[int, int, int, int]:
+    height, width = image.shape[:2]
+    w, h = int(rng.integers(60, 200)), int(rng.integers(10, 30))
+    x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+    colour = rng.integers(0, 256, 3)
+    image[y : y + h, x : x + w] = (image[y : y + h, x : x + w] * 0.2 + colour * 0.8).clip(0, 255)
+    return x, y, w, h
 
 
 def _draw_image(rng: np.random.Generator, width: int, height: int, *, dense: bool, logo: bool) -> _Drawn:
@@ -268,14 +354,38 @@ def statistics(coco: dict) -> dict:
     }
 
 
+def source_statistics(coco: dict) -> dict:
+    """What `generate_source` promises, measured on its json: person heights, persons per image (crowds
+    not counted), surfboards and crowds."""
+    anns = coco["annotations"]
+    persons = [a for a in anns if a["category_id"] == COCO_PERSON_ID and not a["iscrowd"]]
+    heights = np.array([a["bbox"][3] for a in persons])
+    per_image = np.bincount([a["image_id"] for a in persons], minlength=len(coco["images"]))
+    return {
+        "images": len(coco["images"]),
+        "image_sizes": sorted({(i["width"], i["height"]) for i in coco["images"]}),
+        "persons": len(persons),
+        "height_range": [float(heights.min()), float(heights.max())],
+        "height_quartiles": [float(q) for q in np.quantile(heights, [0.25, 0.5, 0.75])],
+        "persons_per_image": [int(per_image.min()), int(per_image.max())],
+        "surfboards": sum(a["category_id"] == COCO_SURFBOARD_ID for a in anns),
+        "crowds": sum(bool(a["iscrowd"]) for a in anns),
+    }
+
+
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyfast.data.synthetic", description=__doc__.split("\n")[0]
-    )
+    parser = cli.ArgumentParser(prog="python -m tinyfast.data.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=sorted([*PRESETS, SOURCE_PRESET]), default="tiny")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
+    if args.preset == SOURCE_PRESET:
+        path = generate_source(args.out, seed=args.seed)
+        print(f"source: {path} {json.dumps(source_statistics(json.loads(path.read_text())))}")
+        return 0
     for split, path in generate(args.out, args.preset, args.seed).items():
         stats = statistics(json.loads(path.read_text()))
         print(f"{split}: {path} {json.dumps(stats)}")

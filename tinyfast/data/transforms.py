@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
 from tinyfast.data.errors import DataError
+
+# A 100-megapixel photo still decodes; a PNG claiming more is a decompression bomb (or no photo).
+MAX_IMAGE_PIXELS = 100_000_000
+TORCHVISION_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 
 
 @dataclass(frozen=True)
@@ -29,22 +37,65 @@ NORMALIZATIONS: dict[str, Normalization] = {
 }
 
 
-def read_image(path: str) -> torch.Tensor:
-    """Decode a file to uint8 RGB CHW; an unreadable file is a DataError naming it."""
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels; DataError naming the file when
+    it is not an image or has more than MAX_IMAGE_PIXELS pixels (a decompression bomb)."""
+    return _open_header(path)[0]
+
+
+def _open_header(path: str | Path) -> tuple[tuple[int, int], str]:
     try:
-        return decode_image(path, mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides below
+            with Image.open(path) as image:
+                size, file_format = image.size, image.format
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image has too many pixels (more than {MAX_IMAGE_PIXELS})") from None
+    # PIL raises SyntaxError for some broken headers; ImportError comes from an image plugin that another
+    # library loads on an unidentified file (ultralytics patches Image.open to import pi_heif then).
+    except (OSError, ValueError, SyntaxError, ImportError) as e:
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())})") from None
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{path}: image has {size[0]}x{size[1]} pixels, more than {MAX_IMAGE_PIXELS} "
+            "(a decompression bomb or not a photo)"
+        )
+    return size, file_format
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit samples (0-65535) rounded to the 8-bit range that the normalisations assume."""
+    if image.dtype == torch.uint8:
+        return image
+    return ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode a file to uint8 RGB CHW (16-bit images scaled to 0-255); torchvision decodes PNG, JPEG,
+    WebP and GIF, PIL the other formats (BMP, TIFF). An unreadable file is a DataError naming it."""
+    _, file_format = _open_header(path)
+    try:
+        if file_format in TORCHVISION_FORMATS:
+            return _to_uint8(decode_image(str(path), mode=ImageReadMode.RGB))
+        with Image.open(path) as image:
+            if image.mode.startswith("I;16"):
+                grey = torch.from_numpy(np.asarray(image, dtype=np.uint16).astype(np.int32))
+                return _to_uint8(grey.expand(3, *grey.shape))
+            pixels = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
     except (RuntimeError, OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({e})") from None
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())})") from None
 
 
 def normalize(image: torch.Tensor, style: str | Normalization) -> torch.Tensor:
-    """uint8 (or 0-255 float) RGB CHW -> float32 normalised, in the style's channel order."""
+    """uint8 (or 0-255 float) RGB CHW (or a NCHW batch) -> float32 normalised, in the style's channel
+    order, on the image's device."""
     norm = NORMALIZATIONS[style] if isinstance(style, str) else style
     image = image.float()
     if norm.bgr:
-        image = image.flip(0)
-    mean = torch.tensor(norm.mean).view(3, 1, 1)
-    std = torch.tensor(norm.std).view(3, 1, 1)
+        image = image.flip(-3)
+    mean = torch.tensor(norm.mean, device=image.device).view(3, 1, 1)
+    std = torch.tensor(norm.std, device=image.device).view(3, 1, 1)
     return (image - mean) / std
 
 

@@ -3,63 +3,127 @@ a COCO results json, and the TinyPerson metrics."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from tinyfast.data.annotations import task_ground_truth, task_scoring_category
+from tinyfast.data.errors import DataError
 from tinyfast.data.transforms import normalize, read_image
-from tinyfast.engine import distributed
 from tinyfast.evaluation import EvalParams, evaluate, format_report
-from tinyfast.modeling import DETECTORS
-from tinyfast.tiling import MergePolicy, detect_images, merge_policy, write_coco_results
-
-_TASK_CATEGORIES = {"sea": 1, "earth": 2}
-
-
-def task_ground_truth(coco: dict, task: str) -> dict:
-    """The ground truth as the task is scored: "all" merges sea and earth into one category `person` (id 1);
-    "sea" or "earth" keeps that category and makes the other one ignore regions."""
-    gt = copy.deepcopy(coco)
-    if task == "all":
-        for ann in gt["annotations"]:
-            ann["category_id"] = 1
-        gt["categories"] = [{"id": 1, "name": "person"}]
-        return gt
-    if task not in _TASK_CATEGORIES:
-        raise ValueError(f"data.task must be 'all', 'sea' or 'earth', got {task!r}")
-    kept = _TASK_CATEGORIES[task]
-    for ann in gt["annotations"]:
-        if ann["category_id"] != kept:
-            ann["category_id"], ann["ignore"] = kept, 1
-    gt["categories"] = [c for c in gt["categories"] if c["id"] == kept]
-    return gt
+from tinyfast.modeling.build import policy_for_model
+from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
+from tinyfast.utils import comm
 
 
-def policy_for_model(
-    name: str, model_config: dict, *, nms_pre: int | None = None, max_per_img: int | None = None
-) -> MergePolicy:
-    """The merge policy `name` with the model's test settings (`nms_pre`, `nms_iou`, `score_threshold`, each
-    overridable here) and its kind (a dense head, or Faster-FPN's two stages: see `merge_policy`): "during"
-    merges with the model's NMS threshold and applies `score_thr` in the detector, per tile (dense heads: to
-    the raw class score); "after" applies `score_thr` in every tile and merges at the reference's
-    `merge_nms_th` 0.5."""
-    chosen = merge_policy(
-        name,
-        dense_head=DETECTORS[model_config["name"]][0].dense_head,
-        nms_pre=model_config["nms_pre"] if nms_pre is None else nms_pre,
-        max_per_img=max_per_img,
-        score_threshold=model_config["score_threshold"],
-        iou_threshold=model_config["nms_iou"],
+@dataclass(frozen=True)
+class TestSet:
+    """The test images of a config: their ground truth with the task applied (`images` in file order) and
+    the category id detections are written with."""
+
+    __test__ = False  # not a pytest class
+
+    ground_truth: dict
+    category: int
+    data: Mapping
+
+    @property
+    def images(self) -> list[dict]:
+        return self.ground_truth["images"]
+
+    def read(self, info: dict) -> torch.Tensor:
+        """The image `info` names, decoded and normalised as the config says."""
+        path = Path(self.data["test_images"]) / info["file_name"]
+        return normalize(read_image(str(path)), self.data["normalization"])
+
+    def subset(self, indices: Sequence[int]) -> TestSet:
+        """The images at `indices` and their annotations only."""
+        infos = [self.images[k] for k in indices]
+        kept = {info["id"] for info in infos}
+        annotations = [a for a in self.ground_truth["annotations"] if a["image_id"] in kept]
+        return TestSet(
+            {**self.ground_truth, "images": infos, "annotations": annotations}, self.category, self.data
+        )
+
+
+def load_test_set(data: Mapping) -> TestSet:
+    """The `[data]` section's test set (`test_annotations`, `test_images`, `task`, `normalization`)."""
+    path = Path(data["test_annotations"])
+    coco = _read_test_annotations(path)
+    return TestSet(
+        task_ground_truth(coco, data["task"], str(path)),
+        task_scoring_category(coco["categories"], data["task"], str(path)),
+        data,
     )
-    if name == "during":
-        score_threshold = model_config["score_threshold"]
-        tile_settings = dataclasses.replace(chosen.tile_settings, score_threshold=score_threshold)
-        return dataclasses.replace(chosen, score_threshold=None, tile_settings=tile_settings)
-    return dataclasses.replace(chosen, iou_threshold=0.5)
+
+
+def detect_batches(
+    detector: TileDetector,
+    batches: Iterable[tuple[int, Sequence[torch.Tensor]]],
+    inference: TiledInference,
+    device: torch.device | str = "cpu",
+) -> Iterable[tuple[int, list[dict[str, torch.Tensor]]]]:
+    """The test-set inference loop: for each `(index, images)` batch, `inference` on `device`, the
+    detections (on the CPU) of every image, as the batches come."""
+    for index, images in batches:
+        with torch.no_grad():
+            detections = inference(detector, [image.to(device) for image in images])
+        yield index, [{key: value.cpu() for key, value in d.items()} for d in detections]
+
+
+def _read_test_annotations(path: Path) -> dict:
+    try:
+        coco = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: test annotation file not found (data.test_annotations)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: malformed JSON ({error})") from None
+    lists = ("images", "annotations")
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(key), list) for key in lists):
+        raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")
+    for key in lists:
+        bad = next((i for i, entry in enumerate(coco[key]) if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise DataError(f"{path}: {key}[{bad}] is not an object")
+    bad = next((i for i, ann in enumerate(coco["annotations"]) if "category_id" not in ann), None)
+    if bad is not None:
+        raise DataError(f"{path}: annotations[{bad}] has no 'category_id'")
+    return coco
+
+
+@dataclass(frozen=True)
+class TiledInference:
+    """How a config's model sees full images: its merge policy and the `detect_images` options, from the
+    `[test]` section (`tile`, `overlap`, `scales`, `flips`, `truncated`, `max_per_img`, `tile_batch_size`)."""
+
+    policy: MergePolicy
+    options: dict
+
+    def __call__(self, detector, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return detect_images(detector, images, self.policy, **self.options)
+
+
+def tiled_inference(config: dict, policy: str | None = None) -> TiledInference:
+    """The tiled inference of `config` with merge policy `policy` (default: `test.policy`)."""
+    test = config["test"]  # checked by the config schema (`tinyfast.engine.config.TestConfig`)
+    chosen = policy_for_model(
+        policy or test["policy"],
+        config["model"],
+        max_per_img=test["max_per_img"] or None,
+        truncated=test["truncated"],
+    )
+    options = {
+        "tile": tuple(test["tile"]),
+        "overlap": tuple(test["overlap"]),
+        "scales": tuple(test["scales"]),
+        "flips": bool(test["flips"]),
+        "tile_batch_size": test["tile_batch_size"],
+    }
+    return TiledInference(chosen, options)
 
 
 def evaluate_detector(
@@ -81,31 +145,33 @@ def evaluate_detector(
     test set, writes and evaluates them once, and every process returns its metrics. The batches are those
     of a single process, so the results are the same as one process's when the processes compute as it
     does (on CPU: the same number of threads per process)."""
-    data = config["data"]
-    gt = task_ground_truth(json.loads(Path(data["test_annotations"]).read_text()), data["task"])
-    chosen = policy_for_model(policy, config["model"])
-    infos = gt["images"]
+    test_set = load_test_set(config["data"])
+    inference = tiled_inference(config, policy)
+    infos = test_set.images
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
-    mine = list(range(len(batches)))[distributed.rank() :: distributed.world_size()]
-    found = []
-    for index in tqdm(mine, desc=f"test ({policy})", disable=not progress):
-        images = [
-            normalize(read_image(str(Path(data["test_images"]) / info["file_name"])), data["normalization"])
-            for info in batches[index]
-        ]
-        with torch.no_grad():
-            detections = detect_images(detector, [image.to(device) for image in images], chosen)
-        found.append((index, [{key: value.cpu() for key, value in d.items()} for d in detections]))
-    gathered = distributed.gather_objects_to_main(found)
+    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
+    read = ((index, [test_set.read(info) for info in batches[index]]) for index in mine)
+    found = list(
+        detect_batches(
+            detector,
+            tqdm(read, total=len(mine), desc=f"test ({policy})", disable=not progress),
+            inference,
+            device,
+        )
+    )
+    gathered = comm.gather_objects_to_main(found)
     metrics = None
     if gathered is not None:
         by_batch = dict(pair for shard in gathered for pair in shard)
         detections = [d for index in range(len(batches)) for d in by_batch[index]]
         out_dir.mkdir(parents=True, exist_ok=True)
         results = write_coco_results(
-            detections, [info["id"] for info in infos], out_dir / f"results_{policy}.json"
+            detections,
+            [info["id"] for info in infos],
+            out_dir / f"results_{policy}.json",
+            (test_set.category,),
         )
-        metrics = evaluate(gt, results, max_dets=1000)
+        metrics = evaluate(test_set.ground_truth, results, max_dets=1000)
         (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
-    return distributed.broadcast_from_main(metrics)
+    return comm.broadcast_from_main(metrics)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn, optim
 
+WARMUPS = ("linear", "constant", "none")
+
 
 def linear_scaled_lr(lr: float, reference_batch: int, world_size: int, batch_size: int) -> float:
     """The linear scaling rule: `lr` is the learning rate for a total batch of `reference_batch` images
@@ -50,7 +52,7 @@ class StepSchedule:
         warmup_ratio: float,
         gamma: float = 0.1,
     ):
-        if warmup not in ("linear", "constant", "none"):
+        if warmup not in WARMUPS:
             raise ValueError(f"warmup must be 'linear', 'constant' or 'none', got {warmup!r}")
         self.optimizer = optimizer
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]

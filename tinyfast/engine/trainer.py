@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import random
 import time
@@ -16,9 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tinyfast.data import DataError, TinyPersonDataset
+from tinyfast.data import DataError
+from tinyfast.data.build import prepare_data, train_dataset
 from tinyfast.data.sampling import EpochBatchSampler, TrainingBatch, make_training_loader
-from tinyfast.data.synthetic import PRESETS, generate
 from tinyfast.engine import distributed
 from tinyfast.engine.checkpoint import (
     LATEST,
@@ -29,70 +28,17 @@ from tinyfast.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from tinyfast.engine.config import AMP_DTYPES, RunConfig, to_toml
+from tinyfast.engine.curves import plot_curves, write_tensorboard
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.modeling import DETECTORS
+from tinyfast.engine.run_folder import main_process_lock
+from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
+from tinyfast.modeling.backbone import check_pretrained
+from tinyfast.modeling.build import build_model
+from tinyfast.utils import comm
 
 log = logging.getLogger("tinyfast.train")
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_model(model_config: dict) -> nn.Module:
-    """The detector that `model.name` names (`tinyfast.modeling.DETECTORS`), with the section's other keys
-    as its config (TOML arrays become tuples)."""
-    name = model_config["name"]
-    if name not in DETECTORS:
-        raise ValueError(
-            f"model.name {name!r} is not a known detector (known: {', '.join(sorted(DETECTORS))})"
-        )
-    model_class, config_class = DETECTORS[name]
-    settings = {key: _as_tuples(value) for key, value in model_config.items() if key != "name"}
-    unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(config_class)})
-    if unknown:
-        raise ValueError(f"model.{unknown[0]} is not a setting of {name} (the config's [model] section)")
-    return model_class(config_class(**settings))
-
-
-def load_model(model_config: dict, checkpoint: str | Path) -> nn.Module:
-    """The config's detector with the weights saved in `checkpoint`; ValueError naming the file when it
-    does not hold a model of this config."""
-    state = load_checkpoint(Path(checkpoint))
-    model = build_model(model_config)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as error:
-        raise ValueError(f"{checkpoint} does not hold a model of this config ({error})") from error
-    return model
-
-
-def _as_tuples(value):
-    return tuple(_as_tuples(item) for item in value) if isinstance(value, list) else value
-
-
-def prepare_data(data_config: dict) -> None:
-    """Writes the synthetic set on first use when the config names a preset and its folder is empty."""
-    preset = data_config.get("synthetic_preset")
-    if preset and not Path(data_config["train_annotations"]).is_file():
-        if preset not in PRESETS:
-            raise ValueError(f"data.synthetic_preset {preset!r} is not one of {sorted(PRESETS)}")
-        generate(data_config["root"], preset, data_config.get("synthetic_seed", 0))
-
-
-def train_dataset(data_config: dict) -> TinyPersonDataset:
-    min_objects = data_config["min_objects_per_cut"]
-    if not isinstance(min_objects, int) or isinstance(min_objects, bool) or min_objects < 1:
-        raise ValueError(f"data.min_objects_per_cut must be an int >= 1, got {min_objects!r}")
-    return TinyPersonDataset(
-        data_config["train_annotations"],
-        data_config["train_images"],
-        task=data_config["task"],
-        train=True,
-        erase=data_config["erase"],
-        skip_dense=data_config["skip_dense"],
-        min_objects=min_objects,
-        sub_size=tuple(data_config["sub_size"]),
-        normalization=data_config["normalization"],
-    )
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -141,36 +87,6 @@ def _messages_to_file(path: Path | None):
         handler.close()
 
 
-@dataclasses.dataclass
-class Position:
-    """Where a run stands; stored in every checkpoint so that a resumed run skips exactly what it did."""
-
-    epoch: int = 0  # epochs finished
-    batch_in_epoch: int = 0  # batches of the current epoch done (trained on or skipped)
-    iteration: int = 0  # batches done in all
-    skipped_batches: int = 0  # batches skipped for a non-finite loss
-    skipped_images: int = 0  # images left out because they could not be read
-
-
-class RecordLog:
-    """`log.jsonl` of the run folder: one json record per line, written by rank 0 only."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.file = path.open("a") if enabled else None
-
-    def write(self, record: dict) -> None:
-        if self.file:
-            self.file.write(json.dumps(record) + "\n")
-
-    def flush(self) -> None:
-        if self.file:
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
 class Trainer:
     """One process of a run: `Trainer(config, run_dir, processes).run()`. Rank 0 alone writes the run
     folder (config, logs, checkpoints, results); every process trains and evaluates its share."""
@@ -185,51 +101,49 @@ class Trainer:
         resume: str | Path | None = None,
     ):
         self.config, self.run_dir, self.processes = config, run_dir, processes
+        self.settings = RunConfig.from_config(config)
         self.progress = progress and processes.is_main
         self.device = processes.device
-        settings = config["train"]
-        checkpoint = resume_path(run_dir, resume, settings["auto_resume"])
-        torch.manual_seed(settings["seed"])
-        np.random.seed(settings["seed"])
-        random.seed(settings["seed"])
+        settings = self.settings.train
+        checkpoint = resume_path(run_dir, resume, settings.auto_resume)
+        torch.manual_seed(settings.seed)
+        np.random.seed(settings.seed)
+        random.seed(settings.seed)
+        check_pretrained(config["model"])
         if processes.is_main:
             self._prepare_run_folder()
-        distributed.barrier()
+        comm.barrier()
         self.sampler, self.loader = self._data()
         self.model = self._model()
         lr = linear_scaled_lr(
-            settings["lr"], settings["reference_batch"], processes.world_size, settings["batch_size"]
+            settings.lr, settings.reference_batch, processes.world_size, settings.batch_size
         )
         self._info(
-            f"lr {settings['lr']:g} is for a total batch of {settings['reference_batch']} "
+            f"lr {settings.lr:g} is for a total batch of {settings.reference_batch} "
             f"(train.reference_batch); this run: {processes.world_size} process(es) x "
-            f"{settings['batch_size']} images -> lr {lr:g} (linear scaling)"
+            f"{settings.batch_size} images -> lr {lr:g} (linear scaling)"
         )
         self.optimizer = sgd(
             self.model,
             lr,
-            settings["momentum"],
-            settings["weight_decay"],
-            settings["bias_lr_mult"],
-            settings["bias_decay_mult"],
+            settings.momentum,
+            settings.weight_decay,
+            settings.bias_lr_mult,
+            settings.bias_decay_mult,
         )
         self.schedule = StepSchedule(
-            self.optimizer,
-            settings["steps"],
-            settings["warmup"],
-            settings["warmup_iters"],
-            settings["warmup_ratio"],
+            self.optimizer, settings.steps, settings.warmup, settings.warmup_iters, settings.warmup_ratio
         )
-        self.amp_dtype = amp_dtype(settings["amp"], self.device)
-        if settings["amp"] != "off" and self.amp_dtype is None:
-            message = f"train.amp = {settings['amp']!r} is for GPUs: this CPU run trains in float32"
+        self.amp_dtype = amp_dtype(settings.amp, self.device)
+        if settings.amp != "off" and self.amp_dtype is None:
+            message = f"train.amp = {settings.amp!r} is for GPUs: this CPU run trains in float32"
             self._info(message, logging.WARNING)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.position = Position()
         if checkpoint is not None:
             self._restore(checkpoint)
-        elif resume is not None or settings["auto_resume"]:
+        elif resume is not None or settings.auto_resume:
             self._info(f"nothing to resume in {run_dir}: the run starts from the beginning")
         self.network = (
             nn.parallel.DistributedDataParallel(
@@ -241,29 +155,29 @@ class Trainer:
 
     def _prepare_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+        (self.run_dir / "config.toml").write_text(to_toml(self.config))
         for path in remove_partial_writes(self.run_dir):
             self._info(f"removed {path.name}, a checkpoint write that never finished")
-        prepare_data(self.config["data"])
+        prepare_data(self.settings.data)
 
     def _data(self) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
-        settings, processes = self.config["train"], self.processes
-        dataset = train_dataset(self.config["data"])
+        settings, processes = self.settings.train, self.processes
+        dataset = train_dataset(self.settings.data)
         sampler = EpochBatchSampler(
             len(dataset),
-            settings["batch_size"],
-            seed=settings["seed"],
+            settings.batch_size,
+            seed=settings.seed,
             rank=processes.rank,
             world_size=processes.world_size,
-            max_batches=settings["max_iters_per_epoch"],
+            max_batches=settings.max_iters_per_epoch,
         )
         if sampler.batches_per_epoch == 0:
             raise ValueError(
-                f"{len(dataset)} training items do not fill one batch of {settings['batch_size']} "
+                f"{len(dataset)} training items do not fill one batch of {settings.batch_size} "
                 f"in each of {processes.world_size} process(es)"
             )
         loader = make_training_loader(
-            dataset, sampler, num_workers=settings["workers"], pin_memory=self.device.type == "cuda"
+            dataset, sampler, num_workers=settings.workers, pin_memory=self.device.type == "cuda"
         )
         return sampler, loader
 
@@ -284,46 +198,23 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
-        needed = ["model", "optimizer", "scaler", "rng", "world_size", "batch_size"]
-        missing = [key for key in needed + [f.name for f in dataclasses.fields(Position)] if key not in state]
-        if missing:
-            raise ValueError(f"{path} cannot be resumed: it has no {', '.join(missing)}")
-        position = Position(**{field.name: state[field.name] for field in dataclasses.fields(Position)})
-        total_batch = self.processes.world_size * self.config["train"]["batch_size"]
-        saved_total = state["world_size"] * state["batch_size"]
-        if position.batch_in_epoch and total_batch != saved_total:
-            raise ValueError(
-                f"{path} was written in the middle of an epoch by {state['world_size']} process(es) x "
-                f"{state['batch_size']} images; resume it with the same total batch ({saved_total}, now "
-                f"{total_batch}) or from an epoch_N.pth"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
-            self.scaler.load_state_dict(state["scaler"])
-        restore_rng_states(state["rng"])
+        position = resume_position(state, path, self.processes.world_size, self.settings.train.batch_size)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
+                self.scaler.load_state_dict(state["scaler"])
+            restore_rng_states(state["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            message = " ".join(str(error).split())[:300]
+            raise ValueError(f"{path} cannot be resumed by this config's run ({message})") from None
         self.position = position
         if self.processes.is_main:
-            self._truncate_log(position.iteration)
+            truncate_log(self.run_dir / "log.jsonl", position.iteration)
         self._info(
             f"resumed from {path}: epoch {position.epoch + 1}, batch {position.batch_in_epoch} of the epoch, "
             f"iteration {position.iteration}"
         )
-
-    def _truncate_log(self, iteration: int) -> None:
-        """Drops the log records of iterations after the checkpoint: the resumed run writes them again."""
-        path = self.run_dir / "log.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a killed process, half written
-                continue
-            if record["iteration"] <= iteration:
-                kept.append(f"{line}\n")
-        path.write_text("".join(kept))
 
     def _state(self) -> dict:
         return {
@@ -333,19 +224,19 @@ class Trainer:
             **dataclasses.asdict(self.position),
             "rng": rng_states(),
             "world_size": self.processes.world_size,
-            "batch_size": self.config["train"]["batch_size"],
+            "batch_size": self.settings.train.batch_size,
             "config": self.config,
         }
 
     def _save(self, name: str) -> None:
         if self.processes.is_main:
-            save_checkpoint(self._state(), self.run_dir, name, self.config["train"]["keep_checkpoints"])
+            save_checkpoint(self._state(), self.run_dir, name, self.settings.train.keep_checkpoints)
 
     def run(self) -> tuple[nn.Module, dict[str, float]]:
         """Trains the remaining epochs, evaluating every `test.eval_interval` epochs, then evaluates the
         final model with tiled inference on the test images (unless the interval is negative). Returns the
         model and the last metrics."""
-        epochs, interval = self.config["train"]["epochs"], self.config["test"]["eval_interval"]
+        epochs, interval = self.settings.train.epochs, self.settings.test.eval_interval
         metrics = {}
         with contextlib.closing(RecordLog(self.run_dir / "log.jsonl", self.processes.is_main)) as records:
             while self.position.epoch < epochs:
@@ -355,6 +246,8 @@ class Trainer:
                     metrics = self._evaluate(records)
             if interval >= 0:
                 metrics = self._evaluate(records)
+        if self.processes.is_main:
+            self._write_curves()
         if self.position.skipped_batches or self.position.skipped_images:
             self._info(
                 f"skipped {self.position.skipped_batches} batch(es) with a non-finite loss and left out "
@@ -363,9 +256,18 @@ class Trainer:
             )
         return self.model, metrics
 
+    def _write_curves(self) -> None:
+        """curves.png (and TensorBoard events when tensorboard is installed) from log.jsonl; a run whose
+        curves cannot be drawn has still trained: a warning, not an error."""
+        try:
+            plot_curves(self.run_dir)
+            write_tensorboard(self.run_dir)
+        except (ImportError, OSError, ValueError) as error:
+            self._info(f"no training curves: {error}", logging.WARNING)
+
     def _train_epoch(self, records) -> None:
-        epoch, epochs = self.position.epoch, self.config["train"]["epochs"]
-        interval = self.config["train"]["checkpoint_interval"]
+        epoch, epochs = self.position.epoch, self.settings.train.epochs
+        interval = self.settings.train.checkpoint_interval
         self.sampler.set_epoch(epoch, self.position.batch_in_epoch)
         bar = tqdm(
             self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, dynamic_ncols=True
@@ -393,7 +295,7 @@ class Trainer:
         (no readable image in some process, or a non-finite loss in some process: all skip together).
         Returns what the log records: the losses averaged over the processes, or why it skipped."""
         batch, bad_items = loaded
-        unreadable, empty = distributed.sum_over_processes(
+        unreadable, empty = comm.sum_over_processes(
             torch.tensor([len(bad_items), batch is None], device=self.device)
         ).tolist()
         outcome = {}
@@ -408,13 +310,11 @@ class Trainer:
             for t in batch.targets
         ]
         # A skipped batch must not leave its trace in the BatchNorm statistics either.
-        buffers = (
-            [b.clone() for b in self.model.buffers()] if self.config["train"]["skip_bad_batches"] else []
-        )
+        buffers = [b.clone() for b in self.model.buffers()] if self.settings.train.skip_bad_batches else []
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.network(images, targets)
         loss = sum(losses.values())
-        values = distributed.mean_over_processes(torch.stack([v.detach().float() for v in losses.values()]))
+        values = comm.mean_over_processes(torch.stack([v.detach().float() for v in losses.values()]))
         named = dict(zip(losses, values.tolist(), strict=True))
         if not all(np.isfinite(list(named.values()))):
             self._skip_non_finite(named)
@@ -423,17 +323,17 @@ class Trainer:
             return {**outcome, "skipped": "non-finite loss", "skipped_batches": self.position.skipped_batches}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.config["train"]["grad_clip"] > 0:
+        if self.settings.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.config["train"]["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         named["loss"] = sum(named.values())
         return {**outcome, **{name: round(value, 5) for name, value in named.items()}}
 
     def _leave_out(self, bad_items: list[str], unreadable: int) -> None:
-        messages = [m for shard in distributed.all_gather_objects(bad_items) for m in shard]
-        if not self.config["data"]["skip_bad_images"]:
+        messages = [m for shard in comm.all_gather_objects(bad_items) for m in shard]
+        if not self.settings.data.skip_bad_images:
             more = f" (and {unreadable - 1} more)" if unreadable > 1 else ""
             raise DataError(f"{messages[0]}{more}; data.skip_bad_images = true leaves such images out")
         self.position.skipped_images += unreadable
@@ -441,7 +341,7 @@ class Trainer:
             self._info(f"left out of the batch: {message}", logging.WARNING)
 
     def _skip_non_finite(self, losses: dict[str, float]) -> None:
-        allowed = self.config["train"]["skip_bad_batches"]
+        allowed = self.settings.train.skip_bad_batches
         where = f"epoch {self.position.epoch + 1}, iteration {self.position.iteration + 1}"
         if self.position.skipped_batches >= allowed:
             latest = self.run_dir / LATEST
@@ -462,14 +362,14 @@ class Trainer:
         )
 
     def _evaluate(self, records) -> dict[str, float]:
-        test = self.config["test"]
+        test = self.settings.test
         metrics = evaluate_detector(
             self.model.detect_tiles,
             self.config,
             self.run_dir,
-            test["policy"],
+            test.policy,
             progress=self.progress,
-            images_per_batch=test["images_per_batch"],
+            images_per_batch=test.images_per_batch,
             device=self.device,
         )
         records.write({"epoch": self.position.epoch, "iteration": self.position.iteration, **metrics})
@@ -485,13 +385,14 @@ def train(
 
     Under torchrun every process calls this; it joins the process group and leaves it at the end.
     `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
-    `train.auto_resume`). Writes `config.json`, `log.jsonl`, `train.log`, checkpoints, results and metrics
-    into `run_dir`; returns the model and the last metrics."""
-    settings = config["train"]
-    with distributed.launch(settings["device"]) as processes:
+    `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `curves.png`, `train.log`, checkpoints, results
+    and metrics into `run_dir`; returns the model and the last metrics."""
+    settings = RunConfig.from_config(config).train
+    with distributed.launch(settings.device) as processes:
         with (
+            main_process_lock(run_dir, processes),
             _messages_to_file(run_dir / "train.log" if processes.is_main else None),
-            deterministic_algorithms(settings["deterministic"], processes.device),
+            deterministic_algorithms(settings.deterministic, processes.device),
         ):
             trainer = Trainer(config, run_dir, processes, progress=progress, resume=resume)
             return trainer.run()

@@ -16,7 +16,7 @@ Returned keys (values are fractions in [0, 1]; -1 when the setting has no regula
   9 FPPI points in [1e-2, 1] at IoU 0.5, size setups on ``sqrt(area)``: tiny1 [2, 8], tiny2 [8, 12],
   tiny3 [12, 20], tiny [2, 20], small [20, 32], all.
 
-Rules (protocol section 4): a GT is ignored when ``iscrowd``, ``ignore`` or ``uncertain`` is truthy, or
+Rules (docs/protocol.md §4): a GT is ignored when ``iscrowd``, ``ignore`` or ``uncertain`` is truthy, or
 when its area is out of the range. Detections are matched greedily by score (COCO); one still unmatched
 is ignored when some ignored GT covers it (``iou / (1 + iou) * (1 + area_g / area_d) >= t``; one region
 may absorb many), or when its own area is out of the range; otherwise it is a false positive.
@@ -33,10 +33,25 @@ Deliberate choices on edge cases:
 - Miss rate: at an FPPI point below the first false positive rate reached, recall is 0 (Caltech's
   convention; the CityPersons Python port reads its last recall there, which only differs with fewer than
   100 images).
+
+Point localisation (CPR's location evaluation): ``evaluate_points(gt, results)`` gives
+``AP{tau}_{range}``/``AR{tau}_{range}`` for a point matching a GT within normalised distance tau (0.5,
+1.0, 2.0); the rule is in ``tinyfast.evaluation.points``.
 """
 
 from tinyfast.evaluation.api import evaluate, precision_recall, summarize
 from tinyfast.evaluation.params import EvalParams, MissRateParams
+from tinyfast.evaluation.points import evaluate_points, format_point_report, point_precision_recall
 from tinyfast.evaluation.report import format_report
 
-__all__ = ["EvalParams", "MissRateParams", "evaluate", "format_report", "precision_recall", "summarize"]
+__all__ = [
+    "EvalParams",
+    "MissRateParams",
+    "evaluate",
+    "evaluate_points",
+    "format_point_report",
+    "format_report",
+    "point_precision_recall",
+    "precision_recall",
+    "summarize",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import numbers
 import operator
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -41,18 +42,53 @@ class Detections:
     scores: np.ndarray  # [n] float64
 
 
-def _read_json(source: Any) -> Any:
+def _read_json(source: Any, what: str) -> Any:
     if isinstance(source, str | os.PathLike):
-        with open(source) as file:
-            return json.load(file)
+        try:
+            with open(source) as file:
+                return json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{what} {source} is not valid json ({error})") from None
     return source
 
 
+def _is_real(kind: type) -> bool:
+    """Numbers as json gives them (int, float) or numpy does; bool is not a number here."""
+    return issubclass(kind, numbers.Real) and not issubclass(kind, bool)
+
+
+def _is_id_type(kind: type) -> bool:
+    return issubclass(kind, str) or (issubclass(kind, numbers.Integral) and not issubclass(kind, bool))
+
+
+def _check_types(values: Sequence[Any], accept, field: str, where: str, what: str) -> None:
+    """ValueError naming the first value whose type `accept` refuses (checked once per distinct type)."""
+    refused = {kind for kind in set(map(type, values)) if not accept(kind)}
+    if refused:
+        index = next(i for i, value in enumerate(values) if type(value) in refused)
+        raise ValueError(f"{where}[{index}].{field} = {values[index]!r} is not {what}")
+
+
+def _entries(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
+    entries = data[key]
+    if not isinstance(entries, list):
+        raise ValueError(f"the ground truth's '{key}' must be a list, got {type(entries).__name__}")
+    bad = next((i for i, entry in enumerate(entries) if not isinstance(entry, Mapping)), None)
+    if bad is not None:
+        raise ValueError(f"{key}[{bad}] = {entries[bad]!r} is not an object")
+    return entries
+
+
 def _unique_ids(entries: Sequence[Mapping[str, Any]], what: str) -> list[Hashable]:
-    try:
-        ids = [entry["id"] for entry in entries]
-    except (KeyError, TypeError):
-        raise ValueError(f"every entry of '{what}' needs an 'id'") from None
+    ids = _column(entries, "id", what)
+    _check_types(ids, _is_id_type, "id", what, "an integer or string id")
+    kinds = {str if isinstance(i, str) else int for i in ids}
+    if len(kinds) > 1:
+        index = next(i for i, value in enumerate(ids) if isinstance(value, str) != isinstance(ids[0], str))
+        raise ValueError(
+            f"{what}[{index}].id = {ids[index]!r} and {what}[0].id = {ids[0]!r}: ids must be all integers "
+            "or all strings"
+        )
     if len(set(ids)) != len(ids):
         raise ValueError(f"'{what}' has duplicate ids")
     return sorted(ids)
@@ -63,6 +99,15 @@ _COLLECTION = {"image_id": "images", "category_id": "categories"}
 
 def _positions(keys: list[Hashable], sorted_ids: list[Hashable], field: str, where: str) -> np.ndarray:
     """Index of every key in sorted_ids; ValueError naming the first key that is not there."""
+    if sorted_ids:
+        id_kind = str if isinstance(sorted_ids[0], str) else int
+        _check_types(
+            keys,
+            lambda kind: _is_id_type(kind) and issubclass(kind, str) == (id_kind is str),
+            field,
+            where,
+            f"an id of the ground truth's {_COLLECTION[field]} (they are {id_kind.__name__}s)",
+        )
     key_array = np.asarray(keys) if keys else np.zeros(0, np.int64)
     id_array = np.asarray(sorted_ids)
     if key_array.dtype.kind in "iu" and id_array.dtype.kind in "iu" and key_array.ndim == 1:
@@ -106,47 +151,62 @@ def _column(records: Sequence[Mapping[str, Any]], field: str, where: str) -> lis
 
 def _box_array(records: Sequence[Mapping[str, Any]], where: str) -> np.ndarray:
     raw = _column(records, "bbox", where)
-    try:
-        lengths = np.fromiter(map(len, raw), np.int64, count=len(raw))
-        if (lengths != 4).any():
-            raise ValueError
-        boxes = np.fromiter(itertools.chain.from_iterable(raw), np.float64, count=4 * len(raw)).reshape(-1, 4)
-    except (ValueError, TypeError):
-        bad = next(i for i, box in enumerate(raw) if not _is_box(box))
-        raise ValueError(f"{where}[{bad}].bbox = {raw[bad]!r} is not [x, y, w, h]") from None
+    _check_types(raw, lambda kind: issubclass(kind, list | tuple | np.ndarray), "bbox", where, "[x, y, w, h]")
+    lengths = np.fromiter(map(len, raw), np.int64, count=len(raw))
+    if (lengths != 4).any():
+        bad = int(np.flatnonzero(lengths != 4)[0])
+        raise ValueError(f"{where}[{bad}].bbox = {raw[bad]!r} is not [x, y, w, h]")
+    values = list(itertools.chain.from_iterable(raw))
+    refused = {kind for kind in set(map(type, values)) if not _is_real(kind)}
+    if refused:
+        bad = next(i for i, box in enumerate(raw) if any(type(v) in refused for v in box))
+        raise ValueError(f"{where}[{bad}].bbox = {raw[bad]!r} is not [x, y, w, h] of numbers")
+    boxes = np.array(values, dtype=np.float64).reshape(-1, 4)
     _check_boxes(boxes, where)
     return boxes
 
 
-def _is_box(value: Any) -> bool:
-    return isinstance(value, Sequence) and len(value) == 4 and all(_is_number(v) for v in value)
-
-
 def _number_array(values: list[Any], field: str, where: str) -> np.ndarray:
-    try:
-        return np.array(values, dtype=np.float64).reshape(len(values))
-    except (ValueError, TypeError):
-        bad = next(i for i, v in enumerate(values) if np.asarray(v).shape != () or not _is_number(v))
-        raise ValueError(f"{where}[{bad}].{field} = {values[bad]!r} is not a number") from None
+    _check_types(values, _is_real, field, where, "a number")
+    return np.array(values, dtype=np.float64).reshape(len(values))
 
 
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def _flag_array(records: Sequence[Mapping[str, Any]], field: str, where: str) -> np.ndarray:
+    """A 0/1 flag (`iscrowd`, `ignore`, ...): absent is 0; anything but 0, 1, false or true is an error."""
+    values = [record.get(field, 0) for record in records]
+    flag_types = bool | np.bool_ | numbers.Integral
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, flag_types) or v not in (0, 1)), None)
+    if bad is not None:
+        raise ValueError(f"{where}[{bad}].{field} = {values[bad]!r} is not 0, 1, false or true")
+    return np.array(values, dtype=bool).reshape(len(values))
+
+
+def _naming_the_file(source: Any, error: ValueError) -> ValueError:
+    return ValueError(f"{os.fspath(source)}: {error}") if isinstance(source, str | os.PathLike) else error
 
 
 def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore", "uncertain")) -> GroundTruth:
-    """Read a COCO ground truth (path or dict). A GT is ignored when ``iscrowd`` or any flag is truthy."""
-    data = _read_json(source)
+    """Read a COCO ground truth (path or dict). A GT is ignored when ``iscrowd`` or any flag is 1 or true;
+    bad input raises ValueError naming the file (for a path), the entry and the field."""
+    data = _read_json(source, "ground truth")
+    try:
+        return _ground_truth(data, ignore_flags)
+    except ValueError as error:
+        raise _naming_the_file(source, error) from None
+
+
+def _ground_truth(data: Any, ignore_flags: Sequence[str]) -> GroundTruth:
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            "the ground truth must be a json object with images, annotations and categories, "
+            f"got {data!r:.40}"
+        )
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"the ground truth has no '{key}'")
-    image_ids = _unique_ids(data["images"], "images")
-    category_ids = _unique_ids(data["categories"], "categories")
-    annotations = data["annotations"]
+    image_ids = _unique_ids(_entries(data, "images"), "images")
+    category_ids = _unique_ids(_entries(data, "categories"), "categories")
+    annotations = _entries(data, "annotations")
     where = "annotations"
     annotation_ids = _column(annotations, "id", where)
     if len(set(annotation_ids)) != len(annotation_ids):
@@ -157,8 +217,10 @@ def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore",
     if bad_area.any():
         index = int(np.flatnonzero(bad_area)[0])
         raise ValueError(f"{where}[{index}].area = {areas[index]} is not a finite non-negative number")
-    crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-    flagged = np.array([any(a.get(flag, 0) for flag in ignore_flags) for a in annotations], dtype=bool)
+    crowd = _flag_array(annotations, "iscrowd", where)
+    flagged = np.zeros(len(annotations), dtype=bool)
+    for flag in ignore_flags:
+        flagged |= _flag_array(annotations, flag, where)
     return GroundTruth(
         image_ids=image_ids,
         category_ids=category_ids,
@@ -175,8 +237,16 @@ def load_ground_truth(source: JsonLike, ignore_flags: Sequence[str] = ("ignore",
 
 
 def load_results(source: ResultsLike, ground_truth: GroundTruth) -> Detections:
-    """Read a COCO results list (path or list). Bad entries raise ValueError naming the entry and field."""
-    results = _read_json(source)
+    """Read a COCO results list (path or list). Bad entries raise ValueError naming the file (for a path),
+    the entry and the field."""
+    results = _read_json(source, "results")
+    try:
+        return _detections(results, ground_truth)
+    except ValueError as error:
+        raise _naming_the_file(source, error) from None
+
+
+def _detections(results: Any, ground_truth: GroundTruth) -> Detections:
     if not isinstance(results, Sequence) or isinstance(results, str | bytes):
         raise ValueError("results must be a list of {image_id, category_id, bbox, score}")
     where = "results"
@@ -193,3 +263,19 @@ def load_results(source: ResultsLike, ground_truth: GroundTruth) -> Detections:
         boxes=_box_array(results, where) if len(results) else np.zeros((0, 4)),
         scores=scores,
     )
+
+
+def match_by_file_name(results: ResultsLike, gt: JsonLike) -> list[dict[str, Any]]:
+    """The results (each with a ``file_name``, as ``python -m tinyfast.predict`` writes them) with
+    ``image_id`` set to the id of the ground-truth image of that file name; ValueError naming the first
+    entry whose file name the ground truth does not have."""
+    results, data = _read_json(results, "results"), _read_json(gt, "ground truth")
+    try:
+        ids = {image["file_name"]: image["id"] for image in data["images"]}
+    except (KeyError, TypeError):
+        raise ValueError("every image of the ground truth needs a 'file_name' and an 'id'") from None
+    names = _column(results, "file_name", "results")
+    for index, name in enumerate(names):
+        if name not in ids:
+            raise ValueError(f"results[{index}].file_name = {name!r} is not an image of the ground truth")
+    return [{**entry, "image_id": ids[name]} for entry, name in zip(results, names, strict=True)]

@@ -42,7 +42,7 @@ def _check_thresholds(name: str, values: tuple[float, ...]) -> None:
 
 @dataclass(frozen=True)
 class EvalParams:
-    """What the AP/AR evaluation measures. The defaults are the TinyPerson protocol's.
+    """What the AP/AR evaluation measures. The defaults are the TinyPerson protocol's (docs/protocol.md §4).
 
     ``area_ranges`` are ``(label, lo, hi)`` on the GT ``area`` field and on detection ``w*h``, both ends
     inclusive. ``ignore_flags`` are the annotation keys that, when truthy, make a GT an ignore region

@@ -1,4 +1,4 @@
-"""ResNet (or RegNet) + FPN backbones of the TinyPerson detectors (protocol section 5).
+"""ResNet (or RegNet) + FPN backbones of the TinyPerson detectors (docs/protocol.md §5.1).
 
 The network is torchvision's, with frozen BatchNorm (statistics and affine parameters fixed, as
 `norm_eval=True, requires_grad=False` in the reference) and its stem and first stage frozen
@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,8 @@ from torchvision import models
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, setting
 
 # torchvision constructors and the ImageNet weights that go with them (the reference's ResNets: V1).
 BACKBONES = {
@@ -43,21 +46,63 @@ _NORMS = {
 }
 
 
-def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
-    """torchvision's ImageNet weights for backbone `name` if they are in the local torch hub cache.
+@dataclass(frozen=True)
+class BackboneConfig(Section):
+    """The backbone and FPN options every detector config shares (its first fields); the detector configs
+    are the `[model]` section of a config."""
 
-    Nothing is downloaded: without the file the caller gets None and a warning saying where to put it.
+    section: ClassVar[str] = "model"
+
+    backbone: str = setting(OneOf(tuple(BACKBONES)), "resnet50")
+    pretrained: bool = setting(Flag(), True)
+    backbone_norm: str = setting(OneOf(tuple(_NORMS)), "frozen")  # "batch" or "group" to train from scratch
+    # mmdetection's meaning: -1 trains everything, 0 freezes the stem, k also the first k stages.
+    frozen_stages: int = setting(Integer(-1, 4), 1)
+    channels: int = setting(Integer(1), 256)
+    strides: tuple[int, ...] = setting(Sequence(Integer(1), min_length=1), (4, 8, 16, 32, 64))
+
+
+def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
+    """torchvision's ImageNet weights for backbone `name`, in the local torch hub cache.
+
+    When the file is not there it is downloaded through torchvision's weights API (with a progress bar);
+    when that fails (offline) the caller gets None and a warning naming the file, where it goes and where
+    it comes from.
     """
     weights = BACKBONES[name][1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.is_file():
         return weights
-    warnings.warn(
-        f"ImageNet weights for {name} are not in {cached.parent}: the backbone starts from random "
-        f"initialisation. To use them, put {Path(weights.url).name} there (from {weights.url}).",
-        stacklevel=2,
+    try:
+        weights.get_state_dict(progress=True)  # downloads into the cache, checking the file's hash
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad download a RuntimeError
+        warnings.warn(
+            f"ImageNet weights for {name} are not in {cached.parent} and could not be downloaded ({error}): "
+            f"the backbone starts from random initialisation. To use them, put {cached.name} there "
+            f"(from {weights.url}).",
+            stacklevel=2,
+        )
+        return None
+    return weights
+
+
+def check_pretrained(model_config: dict) -> None:
+    """A backbone with frozen BatchNorm or frozen stages needs ImageNet weights: without them (none asked
+    for, or none to be had) its statistics and first layers would stay random and the run would train
+    noise. ValueError naming the three settings, before any training; ImageNet weights missing from the
+    cache are downloaded here (see `local_imagenet_weights`)."""
+    pretrained = model_config.get("pretrained", True)
+    norm, frozen = model_config.get("backbone_norm", "frozen"), model_config.get("frozen_stages", 1)
+    if norm != "frozen" and frozen < 0:
+        return
+    if pretrained and local_imagenet_weights(model_config.get("backbone", "resnet50")) is not None:
+        return
+    why = "model.pretrained = true but they are not available" if pretrained else "model.pretrained = false"
+    raise ValueError(
+        f"model.backbone_norm = {norm!r} and model.frozen_stages = {frozen} freeze parts of the backbone, "
+        f"which needs ImageNet weights, but {why}: set model.pretrained = true with the weights in place, "
+        'or train from scratch with model.backbone_norm = "batch" (or "group") and model.frozen_stages = -1'
     )
-    return None
 
 
 def _stem_and_stages(network: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
@@ -135,6 +180,20 @@ class BackboneFPN(nn.Module):
             extra_in = out_channels if extra_source == "on_output" else stage_channels[-1]
             extra_block = LastLevelP6(extra_in, out_channels, extra_source)
         self.fpn = FeaturePyramidNetwork(stage_channels, out_channels, extra_blocks=extra_block)
+
+    @classmethod
+    def from_config(
+        cls, config: BackboneConfig, extra_source: Literal["on_output", "on_input", "max_pool"]
+    ) -> BackboneFPN:
+        return cls(
+            config.backbone,
+            config.channels,
+            extra_source,
+            config.pretrained,
+            config.frozen_stages,
+            config.backbone_norm,
+            config.strides,
+        )
 
     def forward(self, images: Tensor) -> list[Tensor]:
         x = self.stem(images)

@@ -1,4 +1,4 @@
-"""Faster-FPN (protocol section 5): ResNet-FPN P2-P6 (P6 by max-pooling P5), an RPN on P2-P6 with anchors
+"""Faster-FPN (docs/protocol.md §5.2): ResNet-FPN P2-P6 (P6 by max-pooling P5), an RPN on P2-P6 with anchors
 of `scales=[2]` (8 px on P2) and 3 ratios, RoIAlign 7x7 on P2-P5, two shared fully connected layers and a
 class-specific box regression. Both assignments (RPN anchors, RoIs) come from the compiled
 `tinyfast.ops.max_iou_assign`, the NMS from `tinyfast.ops.batched_nms`.
@@ -7,7 +7,7 @@ Training as mmdetection 2.x's `faster_rcnn_r50_fpn`: RPN anchors positive at IoU
 best anchors at >= 0.3), negative below 0.3, 256 sampled per image, half positive at most; proposals
 (detached) from the top 2000 anchors per level, NMS 0.7 per level, the best 1000 per image; the GTs are
 added to the proposals; RoIs positive at IoU >= 0.5, 512 sampled per image, a quarter positive at most.
-Test (protocol section 3): RPN top 1000 per level, NMS 0.7, keep 1000; RCNN score > 0.05, NMS 0.5, no cap.
+Test (docs/protocol.md §3.3): RPN top 1000 per level, NMS 0.7, keep 1000; RCNN score > 0.05, NMS 0.5, no cap.
 """
 
 from __future__ import annotations
@@ -22,48 +22,43 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import LevelMapper
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator
-from tinyfast.modeling.backbone import BackboneFPN
+from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
-from tinyfast.modeling.layers import flatten_levels, init_dense_head
+from tinyfast.modeling.layers import assign_to_gts, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
-from tinyfast.ops import batched_nms, max_iou_assign
+from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.comm import sum_over_processes, world_size
+from tinyfast.utils.schema import FRACTION, POSITIVE, Integer, Sequence, setting
 
 
 @dataclass(frozen=True)
-class FasterFPNConfig:
-    num_classes: int = 1
-    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
-    pretrained: bool = True
-    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
-    frozen_stages: int = 1
-    channels: int = 256
-    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    anchor_scales: tuple[float, ...] = (2.0,)
-    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_positive_iou: float = 0.7
-    rpn_negative_iou: float = 0.3
-    rpn_min_positive_iou: float = 0.3
-    rpn_samples: int = 256
-    rpn_positive_fraction: float = 0.5
-    rpn_train_nms_pre: int = 2000
-    rpn_train_max_proposals: int = 1000
-    rpn_nms_iou: float = 0.7
-    rpn_max_proposals: int = 1000
-    roi_size: int = 7
-    fc_channels: int = 1024
-    roi_positive_iou: float = 0.5
-    roi_negative_iou: float = 0.5
-    roi_samples: int = 512
-    roi_positive_fraction: float = 0.25
-    roi_box_stds: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+class FasterFPNConfig(BackboneConfig):
+    num_classes: int = setting(Integer(1), 1)
+    anchor_scales: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1), (2.0,))
+    ratios: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1), (0.5, 1.0, 2.0))
+    rpn_positive_iou: float = setting(FRACTION, 0.7)
+    rpn_negative_iou: float = setting(FRACTION, 0.3)
+    rpn_min_positive_iou: float = setting(FRACTION, 0.3)
+    rpn_samples: int = setting(Integer(1), 256)
+    rpn_positive_fraction: float = setting(FRACTION, 0.5)
+    rpn_train_nms_pre: int = setting(Integer(1), 2000)
+    rpn_train_max_proposals: int = setting(Integer(1), 1000)
+    rpn_nms_iou: float = setting(FRACTION, 0.7)
+    rpn_max_proposals: int = setting(Integer(1), 1000)
+    roi_size: int = setting(Integer(1), 7)
+    fc_channels: int = setting(Integer(1), 1024)
+    roi_positive_iou: float = setting(FRACTION, 0.5)
+    roi_negative_iou: float = setting(FRACTION, 0.5)
+    roi_samples: int = setting(Integer(1), 512)
+    roi_positive_fraction: float = setting(FRACTION, 0.25)
+    roi_box_stds: tuple[float, ...] = setting(Sequence(POSITIVE, length=4), (0.1, 0.1, 0.2, 0.2))
     # Inference, per tile: the RPN's top `nms_pre` anchors per level; RCNN score > score_thr, NMS nms_iou.
-    nms_pre: int = 1000
-    score_threshold: float = 0.05
-    nms_iou: float = 0.5
+    nms_pre: int = setting(Integer(1), 1000)
+    score_threshold: float = setting(FRACTION, 0.05)
+    nms_iou: float = setting(FRACTION, 0.5)
 
 
 class RPNHead(nn.Module):
@@ -132,15 +127,7 @@ class FasterFPN(nn.Module):
         if len(config.strides) != 5:
             raise ValueError(f"FasterFPN: strides must name the 5 levels P2-P6, got {list(config.strides)}")
         self.config = config
-        self.backbone = BackboneFPN(
-            config.backbone,
-            config.channels,
-            "max_pool",
-            config.pretrained,
-            config.frozen_stages,
-            config.backbone_norm,
-            config.strides,
-        )
+        self.backbone = BackboneFPN.from_config(config, "max_pool")
         self.anchor_generator = AnchorGenerator(config.strides, config.anchor_scales, config.ratios)
         self.rpn_coder = DeltaBoxCoder()
         self.roi_coder = DeltaBoxCoder(config.roi_box_stds)
@@ -179,11 +166,10 @@ class FasterFPN(nn.Module):
         counts = [len(image_anchors)] * len(gt_boxes)
         all_anchors = image_anchors.repeat(len(gt_boxes), 1)
         all_gt = torch.cat(gt_boxes)
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_anchors,
-            torch.tensor(counts, device=all_gt.device),
-            all_gt,
-            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
+            counts,
+            gt_boxes,
             config.rpn_positive_iou,
             config.rpn_negative_iou,
             min_pos_iou=config.rpn_min_positive_iou,
@@ -208,11 +194,10 @@ class FasterFPN(nn.Module):
         counts = [len(boxes) for boxes in proposals]
         all_proposals = torch.cat(proposals)
         all_gt = torch.cat(gt_boxes)
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_proposals,
-            torch.tensor(counts, device=all_gt.device),
-            all_gt,
-            torch.tensor([len(b) for b in gt_boxes], device=all_gt.device),
+            counts,
+            gt_boxes,
             config.roi_positive_iou,
             config.roi_negative_iou,
             low_quality=False,

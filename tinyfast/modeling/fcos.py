@@ -1,4 +1,4 @@
-"""Adap FCOS (protocol section 5): ResNet-FPN P2-P6, an FCOS head without GroupNorm, focal + GIoU +
+"""Adap FCOS (docs/protocol.md §5.4): ResNet-FPN P2-P6, an FCOS head without GroupNorm, focal + GIoU +
 centerness losses, with targets from the compiled `tinyfast.ops.fcos_targets`.
 
 Differences from torchvision's FCOS that TinyPerson needs: P2 (stride 4) is used, regress ranges start at
@@ -15,39 +15,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
-from tinyfast.modeling.backbone import BackboneFPN
+from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
+from tinyfast.modeling.dense_detector import DenseDetector
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
+from tinyfast.modeling.postprocess import level_candidates
 from tinyfast.ops import fcos_targets
-from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.comm import sum_over_processes, world_size
+from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
 
 @dataclass(frozen=True)
-class FCOSConfig:
-    num_classes: int = 1
-    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
-    pretrained: bool = True
-    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
-    frozen_stages: int = 1
-    channels: int = 256
-    stacked_convs: int = 4
-    head_group_norm: bool = False
-    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    regress_ranges: tuple[tuple[float, float], ...] = (
-        (-1, 16),
-        (16, 32),
-        (32, 64),
-        (64, 128),
-        (128, math.inf),
+class FCOSConfig(BackboneConfig):
+    num_classes: int = setting(Integer(1), 1)
+    stacked_convs: int = setting(Integer(0), 4)
+    head_group_norm: bool = setting(Flag(), False)
+    regress_ranges: tuple[tuple[float, float], ...] = setting(
+        Sequence(Sequence(Real(allow_inf=True), length=2), min_length=1),
+        ((-1, 16), (16, 32), (32, 64), (64, 128), (128, math.inf)),
     )
-    center_sampling_radius: float = 1.5
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    center_sampling_radius: float = setting(POSITIVE, 1.5)
+    focal_alpha: float = setting(FRACTION, 0.25)
+    focal_gamma: float = setting(Real(0), 2.0)
     # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
-    nms_pre: int = 2000
-    score_threshold: float = 0.05
-    nms_iou: float = 0.6
+    nms_pre: int = setting(Integer(1), 2000)
+    score_threshold: float = setting(FRACTION, 0.05)
+    nms_iou: float = setting(FRACTION, 0.6)
 
 
 class Scale(nn.Module):
@@ -110,11 +102,8 @@ def centerness_targets(distances: Tensor) -> Tensor:
     return ratio.sqrt()
 
 
-class AdapFCOS(nn.Module):
-    """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
-    each image (boxes in the image's pixels, score = class score x centerness, labels), before NMS."""
-
-    dense_head = True
+class AdapFCOS(DenseDetector):
+    """Adap FCOS (`DenseDetector`): the candidates' score is class score x centerness."""
 
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
@@ -124,15 +113,7 @@ class AdapFCOS(nn.Module):
                 f"regress_ranges must have one (lo, hi) per level of strides {list(config.strides)}, "
                 f"got {len(config.regress_ranges)}"
             )
-        self.backbone = BackboneFPN(
-            config.backbone,
-            config.channels,
-            "on_output",
-            config.pretrained,
-            config.frozen_stages,
-            config.backbone_norm,
-            config.strides,
-        )
+        self.backbone = BackboneFPN.from_config(config, "on_output")
         self.head = FCOSHead(
             config.num_classes,
             config.channels,
@@ -141,15 +122,8 @@ class AdapFCOS(nn.Module):
             config.head_group_norm,
         )
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
-        logits, distances, centerness = self.head(self.backbone(images))
-        sizes = [tuple(level.shape[-2:]) for level in logits]
-        points = level_points(sizes, self.config.strides, images.device)
-        if self.training:
-            if targets is None:
-                raise ValueError("AdapFCOS in training mode needs targets")
-            return self.losses(logits, distances, centerness, points, targets)
-        return self.candidates(logits, distances, centerness, points, images.shape[-2:])
+    def priors(self, outputs, device: torch.device) -> list[Tensor]:
+        return level_points([tuple(level.shape[-2:]) for level in outputs[0]], self.config.strides, device)
 
     def losses(self, logits, distances, centerness, points, targets) -> dict[str, Tensor]:
         config = self.config
@@ -206,41 +180,17 @@ class AdapFCOS(nn.Module):
         )
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
 
-    @torch.no_grad()
-    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
-        """The `TileDetector` contract of tiled inference. `settings.score_threshold` applies to the raw
-        class score (the reference's `score_thr`); the scores returned are class score x centerness."""
-        config = with_tile_settings(self.config, settings)
-        self.eval()
-        logits, distances, centerness = self.head(self.backbone(tiles))
-        points = level_points([tuple(level.shape[-2:]) for level in logits], config.strides, tiles.device)
-        found = self.candidates(logits, distances, centerness, points, tiles.shape[-2:], config)
-        return tile_nms(found, settings, config.nms_iou)
-
-    @torch.no_grad()
-    def candidates(
-        self, logits, distances, centerness, points, image_size, config=None
-    ) -> list[dict[str, Tensor]]:
-        config = self.config if config is None else config
+    def level_candidates(self, outputs, priors, image, level, image_size, config):
+        logits, distances, centerness = outputs
         height, width = image_size
-        results = []
-        for image in range(logits[0].shape[0]):
-            boxes, scores, labels = [], [], []
-            for level, stride in enumerate(config.strides):
-                location, label, score = level_candidates(
-                    logits[level][image].flatten(1).T.sigmoid(),
-                    config.nms_pre,
-                    config.score_threshold,
-                    quality=centerness[level][image].flatten().sigmoid(),
-                )
-                level_distances = distances[level][image].flatten(1).T[location] * stride
-                level_boxes = distances_to_boxes(points[level][location], level_distances)
-                level_boxes[:, 0::2] = level_boxes[:, 0::2].clamp(0, width)
-                level_boxes[:, 1::2] = level_boxes[:, 1::2].clamp(0, height)
-                boxes.append(level_boxes)
-                scores.append(score)
-                labels.append(label)
-            results.append(
-                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
-            )
-        return results
+        location, label, score = level_candidates(
+            logits[level][image].flatten(1).T.sigmoid(),
+            config.nms_pre,
+            config.score_threshold,
+            quality=centerness[level][image].flatten().sigmoid(),
+        )
+        level_distances = distances[level][image].flatten(1).T[location] * config.strides[level]
+        boxes = distances_to_boxes(priors[level][location], level_distances)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        return boxes, score, label

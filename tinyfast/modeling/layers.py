@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from tinyfast.ops import max_iou_assign
 
 
 def conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
@@ -33,3 +36,24 @@ def init_dense_head(head: nn.Module, classifier: nn.Conv2d | None = None, prior_
 def flatten_levels(levels: list[Tensor], channels: int) -> Tensor:
     """[B, A * channels, H, W] per level -> [B, sum(H * W * A), channels], cell by cell then anchor."""
     return torch.cat([level.permute(0, 2, 3, 1).reshape(level.shape[0], -1, channels) for level in levels], 1)
+
+
+def assign_to_gts(
+    boxes: Tensor,
+    box_counts: Sequence[int],
+    gt_boxes: Sequence[Tensor],
+    pos_iou: float,
+    neg_iou: float,
+    **options,
+) -> tuple[Tensor, Tensor]:
+    """`tinyfast.ops.max_iou_assign` of each image's `gt_boxes` to its `boxes` (all images' boxes
+    concatenated, `box_counts` of them per image): packs the op's flat inputs; `options` are the op's."""
+    return max_iou_assign(
+        boxes,
+        torch.tensor(list(box_counts), device=boxes.device),
+        torch.cat(list(gt_boxes)).to(boxes),
+        torch.tensor([len(b) for b in gt_boxes], device=boxes.device),
+        pos_iou,
+        neg_iou,
+        **options,
+    )

@@ -1,4 +1,4 @@
-"""Adap RetinaNet (protocol section 5): ResNet-FPN P2-P6 with P6 from C5 (`add_extra_convs='on_input'`),
+"""Adap RetinaNet (docs/protocol.md §5.3): ResNet-FPN P2-P6 with P6 from C5 (`add_extra_convs='on_input'`),
 anchors of strides 4..64 with `octave_base_scale=2` (8, 10.1 and 12.7 px on P2), 3 ratios, focal loss,
 max-IoU assignment from the compiled `tinyfast.ops.max_iou_assign`, L1 loss on the box deltas.
 
@@ -14,39 +14,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from tinyfast.engine.distributed import sum_over_processes, world_size
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
-from tinyfast.modeling.backbone import BackboneFPN
+from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
-from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
-from tinyfast.ops import max_iou_assign
-from tinyfast.tiling.detector import TileSettings
+from tinyfast.modeling.dense_detector import DenseDetector
+from tinyfast.modeling.layers import assign_to_gts, conv_tower, flatten_levels, init_dense_head
+from tinyfast.modeling.postprocess import level_candidates
+from tinyfast.utils.comm import sum_over_processes, world_size
+from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
 
 @dataclass(frozen=True)
-class RetinaNetConfig:
-    num_classes: int = 1
-    backbone: str = "resnet50"  # a name of tinyfast.modeling.backbone.BACKBONES
-    pretrained: bool = True
-    backbone_norm: str = "frozen"  # "batch" or "group" to train from scratch
-    frozen_stages: int = 1
-    channels: int = 256
-    stacked_convs: int = 4
-    head_group_norm: bool = False
-    strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    octave_base_scale: float = 2.0
-    scales_per_octave: int = 3
-    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+class RetinaNetConfig(BackboneConfig):
+    num_classes: int = setting(Integer(1), 1)
+    stacked_convs: int = setting(Integer(0), 4)
+    head_group_norm: bool = setting(Flag(), False)
+    octave_base_scale: float = setting(POSITIVE, 2.0)
+    scales_per_octave: int = setting(Integer(1), 3)
+    ratios: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1), (0.5, 1.0, 2.0))
     # Max-IoU assignment: positive at IoU >= 0.5, negative below 0.4, plus each GT's best anchors.
-    positive_iou: float = 0.5
-    negative_iou: float = 0.4
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    positive_iou: float = setting(FRACTION, 0.5)
+    negative_iou: float = setting(FRACTION, 0.4)
+    focal_alpha: float = setting(FRACTION, 0.25)
+    focal_gamma: float = setting(Real(0), 2.0)
     # Inference, per tile: top `nms_pre` anchors per level by best class score, class score > score_thr.
-    nms_pre: int = 2000
-    score_threshold: float = 0.05
-    nms_iou: float = 0.5
+    nms_pre: int = setting(Integer(1), 2000)
+    score_threshold: float = setting(FRACTION, 0.05)
+    nms_iou: float = setting(FRACTION, 0.5)
 
 
 class RetinaHead(nn.Module):
@@ -68,24 +62,13 @@ class RetinaHead(nn.Module):
         return logits, deltas
 
 
-class AdapRetinaNet(nn.Module):
-    """`model(images, targets)` returns the losses in training; `model(images)` the candidate detections of
-    each image (boxes in the image's pixels, class scores, labels), before NMS."""
-
-    dense_head = True
+class AdapRetinaNet(DenseDetector):
+    """Adap RetinaNet (`DenseDetector`): the candidates' score is the class score."""
 
     def __init__(self, config: RetinaNetConfig = RetinaNetConfig()):
         super().__init__()
         self.config = config
-        self.backbone = BackboneFPN(
-            config.backbone,
-            config.channels,
-            "on_input",
-            config.pretrained,
-            config.frozen_stages,
-            config.backbone_norm,
-            config.strides,
-        )
+        self.backbone = BackboneFPN.from_config(config, "on_input")
         self.anchor_generator = AnchorGenerator(
             config.strides, octave_scales(config.octave_base_scale, config.scales_per_octave), config.ratios
         )
@@ -98,14 +81,8 @@ class AdapRetinaNet(nn.Module):
             config.head_group_norm,
         )
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
-        logits, deltas = self.head(self.backbone(images))
-        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], images.device)
-        if self.training:
-            if targets is None:
-                raise ValueError("AdapRetinaNet in training mode needs targets")
-            return self.losses(logits, deltas, anchors, targets)
-        return self.candidates(logits, deltas, anchors, images.shape[-2:])
+    def priors(self, outputs, device: torch.device) -> list[Tensor]:
+        return self.anchor_generator([tuple(level.shape[-2:]) for level in outputs[0]], device)
 
     def losses(self, logits, deltas, anchors, targets) -> dict[str, Tensor]:
         config = self.config
@@ -116,12 +93,10 @@ class AdapRetinaNet(nn.Module):
         all_anchors = image_anchors.repeat(len(targets), 1)
         gt_boxes = torch.cat([t["boxes"] for t in targets]).to(all_anchors)
         gt_labels = torch.cat([t["labels"] for t in targets]).to(all_anchors.device)
-        gt_counts = [len(t["boxes"]) for t in targets]
-        assigned, _ = max_iou_assign(
+        assigned, _ = assign_to_gts(
             all_anchors,
-            torch.tensor([len(image_anchors)] * len(targets), device=gt_boxes.device),
-            gt_boxes,
-            torch.tensor(gt_counts, device=gt_boxes.device),
+            [len(image_anchors)] * len(targets),
+            [t["boxes"] for t in targets],
             config.positive_iou,
             config.negative_iou,
             min_pos_iou=0.0,
@@ -149,37 +124,13 @@ class AdapRetinaNet(nn.Module):
         loss_bbox = F.l1_loss(flat_deltas[positive], delta_targets, reduction="sum") / normalizer
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
-    @torch.no_grad()
-    def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
-        """The `TileDetector` contract of tiled inference (`settings.score_threshold` is the reference's
-        `score_thr`)."""
-        config = with_tile_settings(self.config, settings)
-        self.eval()
-        logits, deltas = self.head(self.backbone(tiles))
-        anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in logits], tiles.device)
-        found = self.candidates(logits, deltas, anchors, tiles.shape[-2:], config)
-        return tile_nms(found, settings, config.nms_iou)
-
-    @torch.no_grad()
-    def candidates(self, logits, deltas, anchors, image_size, config=None) -> list[dict[str, Tensor]]:
-        config = self.config if config is None else config
-        num_classes = config.num_classes
-        results = []
-        for image in range(logits[0].shape[0]):
-            boxes, scores, labels = [], [], []
-            for level, level_anchors in enumerate(anchors):
-                location, label, score = level_candidates(
-                    flatten_levels([logits[level][image : image + 1]], num_classes)[0].float().sigmoid(),
-                    config.nms_pre,
-                    config.score_threshold,
-                )
-                level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
-                boxes.append(
-                    self.box_coder.decode(level_anchors[location], level_deltas[location], tuple(image_size))
-                )
-                scores.append(score)
-                labels.append(label)
-            results.append(
-                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
-            )
-        return results
+    def level_candidates(self, outputs, priors, image, level, image_size, config):
+        logits, deltas = outputs
+        location, label, score = level_candidates(
+            flatten_levels([logits[level][image : image + 1]], config.num_classes)[0].float().sigmoid(),
+            config.nms_pre,
+            config.score_threshold,
+        )
+        level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
+        boxes = self.box_coder.decode(priors[level][location], level_deltas[location], tuple(image_size))
+        return boxes, score, label

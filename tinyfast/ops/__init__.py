@@ -1,10 +1,10 @@
 """Compiled ops of tinyfast (``torch.ops.tinyfast.*``), with argument checks and fake kernels."""
 
 from tinyfast.ops._library import cuda_available_in_build
-from tinyfast.ops.assign import max_iou_assign
-from tinyfast.ops.fcos import fcos_targets
-from tinyfast.ops.merge import MergedDetections, merge_tiles
-from tinyfast.ops.nms import batched_nms
+from tinyfast.ops.batched_nms import batched_nms
+from tinyfast.ops.fcos_targets import fcos_targets
+from tinyfast.ops.max_iou_assign import max_iou_assign
+from tinyfast.ops.merge_tiles import MergedDetections, merge_tiles
 
 __all__ = [
     "MergedDetections",

@@ -3,20 +3,26 @@
 from tinyfast.tiling.detector import TileDetector, TileSettings, TorchvisionDetector
 from tinyfast.tiling.grid import tile_grid
 from tinyfast.tiling.inference import (
+    MERGE_NMS_IOU,
     MergePolicy,
     coco_results,
     detect_images,
+    detector_merge_policy,
     merge_policy,
     write_coco_results,
 )
+from tinyfast.tiling.yolo import UltralyticsDetector
 
 __all__ = [
+    "MERGE_NMS_IOU",
     "MergePolicy",
     "TileDetector",
     "TileSettings",
     "TorchvisionDetector",
+    "UltralyticsDetector",
     "coco_results",
     "detect_images",
+    "detector_merge_policy",
     "merge_policy",
     "tile_grid",
     "write_coco_results",

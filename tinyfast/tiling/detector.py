@@ -10,7 +10,7 @@ import torch
 
 @dataclass(frozen=True)
 class TileSettings:
-    """What a merge policy asks of the detector for every tile (protocol section 3).
+    """What a merge policy asks of the detector for every tile (docs/protocol.md §3.5).
 
     - ``nms_pre``: dense heads keep at most this many candidates per tile and FPN level (None: the
       detector's own default);
@@ -43,13 +43,16 @@ class TorchvisionDetector:
     The settings are written into the model's post-processing attributes before each call: dense heads
     (``topk_candidates``, ``nms_thresh``, ``detections_per_img``, ``score_thresh``), two-stage models the
     same attributes of ``roi_heads``. Without per-tile NMS the NMS threshold becomes 1.0 (IoU is never
-    above 1, so nothing is suppressed). torchvision labels count the background as 0 in two-stage models:
-    ``label_offset`` is subtracted from the labels returned.
+    above 1, so nothing is suppressed). torchvision's two-stage models count the background as class 0, so
+    their labels start at 1: ``label_offset`` (default: 1 for a model with ``roi_heads``, else 0) is
+    subtracted from the labels returned, which makes them 0-based.
     """
 
-    def __init__(self, model: torch.nn.Module, label_offset: int = 0):
+    def __init__(self, model: torch.nn.Module, label_offset: int | None = None):
         self.model = model
-        self.label_offset = label_offset
+        self.label_offset = (
+            (1 if hasattr(model, "roi_heads") else 0) if label_offset is None else label_offset
+        )
         self._head = getattr(model, "roi_heads", model)
         self._nms_threshold = self._head.nms_thresh
 

@@ -1,8 +1,10 @@
-"""The inference tile grid of the TinyPerson reference (docs/tinyperson-protocol.md, section 3)."""
+"""The inference tile grid of the TinyPerson reference (docs/protocol.md §3.1)."""
 
 from __future__ import annotations
 
 import operator
+
+from tinyfast.data.corners import cut_starts
 
 Tile = tuple[int, int, int, int]
 
@@ -17,10 +19,8 @@ def tile_grid(
     smaller than the tile in one dimension gets tiles of the image's size in that dimension. 1920x1080
     gives x1 in {0, 540, 1080, 1280} and y1 in {0, 412, 568}: 12 tiles.
 
-    The reference's loops are reproduced as they are. For valid arguments they never yield a negative
-    offset nor a duplicate tile, so none is filtered: a second offset exists only when the image is larger
-    than the tile (so ``size - tile >= 1``), and only the last offset can be moved back, to a position still
-    past the one before it.
+    The reference's inference loops give the same offsets as its training cuts, so both take them from
+    ``tinyfast.data.corners.cut_starts``; they never yield a negative offset nor a duplicate tile.
 
     Raises ``ValueError`` for a size below 1, a non-positive tile, or an overlap outside ``[0, tile)``.
     """
@@ -37,16 +37,9 @@ def tile_grid(
             f"tile_grid: overlap must be >= 0 and smaller than the tile, got {(overlap_w, overlap_h)} "
             f"for tile {(tile_w, tile_h)}"
         )
-    xs = _offsets(width, tile_w, overlap_w)
-    ys = _offsets(height, tile_h, overlap_h)
+    xs = cut_starts(width, tile_w, overlap_w)
+    ys = cut_starts(height, tile_h, overlap_h)
     return [(x, y, min(x + tile_w, width), min(y + tile_h, height)) for y in ys for x in xs]
-
-
-def _offsets(size: int, tile: int, overlap: int) -> list[int]:
-    return [
-        min(size - tile, start) if start > 0 else start
-        for start in range(0, max(1, size - overlap), tile - overlap)
-    ]
 
 
 def _pair(name: str, value) -> tuple:

@@ -1,5 +1,5 @@
 """Tiled inference on full images: cut tiles (with test-time scales and flips), batch them into the
-detector, merge the tile detections per image with a policy of the reference (protocol section 3)."""
+detector, merge the tile detections per image with a policy of the reference (docs/protocol.md §3.3, §3.4)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,22 @@ from tinyfast.ops import merge_tiles
 from tinyfast.tiling.detector import TileDetector, TileSettings
 from tinyfast.tiling.grid import tile_grid
 
+MERGE_NMS_IOU = 0.5  # the reference's `merge_nms_th`: the NMS across the tiles of "after"
+TRUNCATED = ("keep", "downweight", "drop")  # the merge's handling of boxes cut by a tile border
+
 
 @dataclass(frozen=True)
 class MergePolicy:
-    """Per-tile settings for the detector and the settings of the merge on the full image."""
+    """Per-tile settings for the detector and the settings of the merge on the full image; ``truncated`` is
+    the merge's handling of boxes cut by a tile border that does not lie on the image border ("keep", as the
+    reference, "downweight" or "drop": see ``tinyfast.ops.merge_tiles``)."""
 
     tile_settings: TileSettings
     class_agnostic: bool
     iou_threshold: float
     max_per_image: int | None
     score_threshold: float | None
+    truncated: str = "keep"
 
 
 def merge_policy(
@@ -36,23 +42,31 @@ def merge_policy(
     max_per_img: int | None = None,
     score_threshold: float = 0.05,
     iou_threshold: float = 0.5,
+    threshold_in_tiles: bool = False,
+    truncated: str = "keep",
 ) -> MergePolicy:
     """The reference's policies with the corrected caps (``max_per_img`` 1000 for "during", 200 for "after").
 
     - ``"during"`` (run-time crop): dense heads keep ``nms_pre`` candidates per tile and level without
-      threshold or NMS in the tile, then one class-aware NMS, threshold and ``max_per_img`` on the full image;
-      two-stage heads (``dense_head=False``) threshold and NMS per tile, then class-aware NMS across tiles
-      with no cap.
+      NMS in the tile, then one class-aware NMS and ``max_per_img`` on the full image, the threshold applied
+      on the full image too (or, with ``threshold_in_tiles``, by the detector in every tile: what the
+      reference's trained models do, see ``detector_merge_policy``); two-stage heads
+      (``dense_head=False``) threshold and NMS per tile, then class-aware NMS across tiles with no cap.
     - ``"after"`` (offline crop): every tile is an image with its threshold, NMS and ``max_per_img``; then
       one class-agnostic NMS per full image, no threshold, no cap.
     """
     if name == "during" and dense_head:
         return MergePolicy(
-            tile_settings=TileSettings(nms_pre=nms_pre, per_tile_nms=False),
+            tile_settings=TileSettings(
+                nms_pre=nms_pre,
+                per_tile_nms=False,
+                score_threshold=score_threshold if threshold_in_tiles else None,
+            ),
             class_agnostic=False,
             iou_threshold=iou_threshold,
             max_per_image=1000 if max_per_img is None else max_per_img,
-            score_threshold=score_threshold,
+            score_threshold=None if threshold_in_tiles else score_threshold,
+            truncated=truncated,
         )
     if name == "during":
         return MergePolicy(
@@ -61,6 +75,7 @@ def merge_policy(
             iou_threshold=iou_threshold,
             max_per_image=max_per_img,
             score_threshold=None,
+            truncated=truncated,
         )
     if name == "after":
         cap = 200 if max_per_img is None else max_per_img
@@ -72,8 +87,36 @@ def merge_policy(
             iou_threshold=iou_threshold,
             max_per_image=None,
             score_threshold=None,
+            truncated=truncated,
         )
     raise ValueError(f"merge_policy: name must be 'during' or 'after', got {name!r}")
+
+
+def detector_merge_policy(
+    name: str,
+    *,
+    dense_head: bool,
+    nms_pre: int,
+    nms_iou: float,
+    score_threshold: float,
+    max_per_img: int | None = None,
+    truncated: str = "keep",
+) -> MergePolicy:
+    """The policy ``name`` as the reference runs it with one of its trained detectors, from the detector's
+    test settings (``nms_pre``, ``nms_iou``, ``score_threshold``) and its kind (a dense head or two stages):
+    "during" merges with the detector's NMS threshold and applies ``score_threshold`` in the detector, per
+    tile (dense heads: to the raw class score); "after" applies it in every tile and merges at
+    ``MERGE_NMS_IOU``."""
+    return merge_policy(
+        name,
+        dense_head=dense_head,
+        nms_pre=nms_pre,
+        max_per_img=max_per_img,
+        score_threshold=score_threshold,
+        iou_threshold=nms_iou if name == "during" else MERGE_NMS_IOU,
+        threshold_in_tiles=True,
+        truncated=truncated,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,14 +137,13 @@ def detect_images(
     scales: Sequence[float] = (1.0,),
     flips: bool = False,
     tile_batch_size: int = 8,
-    truncated: str = "keep",
 ) -> list[dict[str, torch.Tensor]]:
     """Detections ``{"boxes", "scores", "labels"}`` per full image (``[3, H, W]`` tensors, any sizes).
 
     Every image is cut on the reference grid; each tile is seen at every scale in ``scales`` (resized
     bilinearly) and, with ``flips``, also mirrored. Tiles of the same size from all images go to the detector
     together, ``tile_batch_size`` at a time; one ``merge_tiles`` call merges the whole batch per ``policy``
-    (a name for ``merge_policy`` or a ``MergePolicy``). ``truncated`` is the merge's border handling.
+    (a name for ``merge_policy`` or a ``MergePolicy``, which also holds the merge's border handling).
     """
     if isinstance(policy, str):
         policy = merge_policy(policy)
@@ -116,39 +158,50 @@ def detect_images(
         for scale in scales
         for flipped in ((False, True) if flips else (False,))
     ]
+    # A batch's pixels are cut when it goes to the detector: memory holds one batch of tiles, never all
+    # the tiles of a large image (only their detections wait for the merge).
+    sizes = [_view_size(view) for view in views]
     by_size = defaultdict(list)
-    pixels = {}
-    for position, view in enumerate(views):
-        pixels[position] = _view_pixels(images[view.image], view)
-        by_size[tuple(pixels[position].shape)].append(position)
+    for position, size in enumerate(sizes):
+        by_size[size].append(position)
 
     detections: dict[int, dict[str, torch.Tensor]] = {}
     for positions in by_size.values():
         for start in range(0, len(positions), tile_batch_size):
             batch = positions[start : start + tile_batch_size]
-            outputs = detector(torch.stack([pixels[p] for p in batch]), policy.tile_settings)
+            tiles = torch.stack([_view_pixels(images[views[p].image], views[p]) for p in batch])
+            outputs = detector(tiles, policy.tile_settings)
+            del tiles
             if len(outputs) != len(batch):
                 raise ValueError(
                     f"detect_images: the detector returned {len(outputs)} results for {len(batch)} tiles"
                 )
             detections.update(zip(batch, outputs, strict=True))
-    return _merge(images, views, pixels, detections, policy, truncated)
+    return _merge(images, views, sizes, detections, policy)
+
+
+def _view_size(view: _TileView) -> tuple[int, int]:
+    """(height, width) of the tile the detector sees for `view`."""
+    x1, y1, x2, y2 = view.crop
+    if view.scale == 1.0:
+        return y2 - y1, x2 - x1
+    return max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale))
 
 
 def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
     x1, y1, x2, y2 = view.crop
     crop = image[:, y1:y2, x1:x2]
     if view.scale != 1.0:
-        size = (max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale)))
+        size = _view_size(view)
         crop = F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     return crop.flip(-1) if view.flipped else crop
 
 
-def _merge(images, views, pixels, detections, policy, truncated):
+def _merge(images, views, sizes, detections, policy):
     device = images[0].device if images else torch.device("cpu")
     counts = [len(detections[p]["boxes"]) for p in range(len(views))]
     crops = torch.tensor([v.crop for v in views], dtype=torch.float32, device=device)
-    resized = torch.tensor([pixels[p].shape[-1:-3:-1] for p in range(len(views))], dtype=torch.float32)
+    resized = torch.tensor([(width, height) for height, width in sizes], dtype=torch.float32)
     merged = merge_tiles(
         torch.cat([detections[p]["boxes"].float() for p in range(len(views))]).reshape(-1, 4).to(device),
         torch.cat([detections[p]["scores"].float() for p in range(len(views))]).to(device),
@@ -163,7 +216,7 @@ def _merge(images, views, pixels, detections, policy, truncated):
         iou_threshold=policy.iou_threshold,
         class_agnostic=policy.class_agnostic,
         max_per_image=policy.max_per_image,
-        truncated=truncated,
+        truncated=policy.truncated,
     )
     return merged.per_image(len(images))
 
@@ -179,6 +232,13 @@ def coco_results(
         raise ValueError(f"coco_results: {len(detections)} detections for {len(image_ids)} image ids")
     results = []
     for image_id, found in zip(image_ids, detections, strict=True):
+        outside = (found["labels"] < 0) | (found["labels"] >= len(category_ids))
+        if outside.any():
+            raise ValueError(
+                f"coco_results: image {image_id!r} has label {int(found['labels'][outside][0])}, outside "
+                f"the {len(category_ids)} category ids given (labels are 0-based; a torchvision two-stage "
+                "model counts its background as 0: TorchvisionDetector subtracts it)"
+            )
         for (x1, y1, x2, y2), score, label in zip(
             found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
         ):

@@ -1,1 +1,2 @@
-"""Helpers that every layer may use: they import nothing else of tinyfast."""
+"""Small helpers below every other subpackage (the command-line wrapper, process groups, the schema,
+precision settings)."""

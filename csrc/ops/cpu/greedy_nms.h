@@ -23,7 +23,10 @@ struct Span {
 
 // Positions 0..n-1 grouped by ids[position] (groups ascending, positions ascending within a group) in
 // `bucketed`, and the first bucketed position of every group plus n at the end in `starts`.
-inline void bucket_by_group(const int64_t* ids, int32_t n, std::vector<int32_t>& bucketed, std::vector<int32_t>& starts) {
+inline void bucket_by_group(const int64_t* ids,
+                            int32_t n,
+                            std::vector<int32_t>& bucketed,
+                            std::vector<int32_t>& starts) {
   bucketed.resize(n);
   starts.clear();
   if (std::is_sorted(ids, ids + n)) {  // grouped already (boxes image after image): nothing moves
@@ -65,8 +68,13 @@ class GreedyNms {
   // members: the group's box indices, ascending. Writes the kept box indices to `kept` by score descending
   // (ties: lower index first), at most `cap` of them when cap >= 0; returns how many. A box is kept iff no
   // kept box has IoU > threshold with it; boxes without positive extent are always kept.
-  int32_t run(const T* boxes, const S* scores, const int32_t* members, int32_t count, double iou_threshold,
-              int64_t cap, int32_t* kept) {
+  int32_t run(const T* boxes,
+              const S* scores,
+              const int32_t* members,
+              int32_t count,
+              double iou_threshold,
+              int64_t cap,
+              int32_t* kept) {
     ranked_.resize(count);
     for (int32_t k = 0; k < count; ++k) {
       ranked_[k] = {descending_key(scores[members[k]]), members[k]};
@@ -74,7 +82,8 @@ class GreedyNms {
     radix_sort(ranked_, scratch_);
     boxes_by_rank_.resize(4 * static_cast<size_t>(count));
     for (int32_t r = 0; r < count; ++r) {
-      std::copy_n(boxes + 4 * static_cast<int64_t>(ranked_[r].index), 4, boxes_by_rank_.data() + 4 * static_cast<size_t>(r));
+      std::copy_n(boxes + 4 * static_cast<int64_t>(ranked_[r].index), 4,
+                  boxes_by_rank_.data() + 4 * static_cast<size_t>(r));
     }
     const int32_t kept_count = grid_.keep_greedily(boxes_by_rank_.data(), count, iou_threshold, cap, kept);
     for (int32_t k = 0; k < kept_count; ++k) {
@@ -93,8 +102,8 @@ class GreedyNms {
 // Lists of box indices (spans of `lists`), each by score descending with ties by lower index, merged into
 // one such list in `out`, cut after `cap` entries when cap >= 0; returns its length.
 template <typename S>
-int64_t merge_by_score(const int32_t* lists, const Span* spans, int64_t num_spans, const S* scores, int64_t cap,
-                       int64_t* out) {
+int64_t merge_by_score(
+    const int32_t* lists, const Span* spans, int64_t num_spans, const S* scores, int64_t cap, int64_t* out) {
   // Each list's head (score at hand) and rest, in a binary heap with the first head on top.
   struct Head {
     S score;
@@ -129,7 +138,8 @@ int64_t merge_by_score(const int32_t* lists, const Span* spans, int64_t num_span
       top = heap.back();
       heap.pop_back();
     }
-    for (size_t parent = 0, child = 1; child < heap.size(); parent = child, child = 2 * child + 1) {  // sift down
+    for (size_t parent = 0, child = 1; child < heap.size();
+         parent = child, child = 2 * child + 1) {  // sift down
       child += child + 1 < heap.size() && after(heap[child], heap[child + 1]);
       if (!after(heap[parent], heap[child])) {
         break;

@@ -54,6 +54,9 @@ class KeptBoxGrid {
   // not fill thousands of cells.
   static constexpr int64_t kLargeCells = 64;
   static constexpr int32_t kSideSamples = 1024;
+  static constexpr double kHugeSides = 64.0;
+  // A bound the grid never reaches (width / cell <= max_cells), against rounding.
+  static constexpr int32_t kMaxIndex = 1 << 30;
 
   struct CellRange {
     int32_t column_begin, column_end, row_begin, row_end;
@@ -70,62 +73,73 @@ class KeptBoxGrid {
   };
 
   // Empties the grid and sizes it for the group, and finds the cells of every box.
+  //
+  // The grid stays bounded for any finite boxes: cells about twice a typical box side, at most ~4 per box,
+  // over the extent of the boxes that are not huge (a side above kHugeSides typical sides: they span many
+  // cells and end in large_ anyway, and one of them must not stretch the grid so that every other box shares
+  // a cell). Boxes outside the extent are clamped to its border cells, which keeps cell ranges monotone.
+  // Extents and cell indices are computed in double on half coordinates, which cannot overflow.
   void reset(const T* boxes, int32_t count) {
     boxes_ = boxes;
     entries_.clear();
     large_.clear();
     sides_.clear();
-    // The extents of the boxes with positive extent, branch-free for the compiler to vectorize.
-    T x_min = INFINITY, y_min = INFINITY, x_max = -INFINITY, y_max = -INFINITY;
-    for (int32_t r = 0; r < count; ++r) {
-      const T* b = box(r);
-      const bool positive = has_positive_extent(b);
-      x_min = std::min(x_min, positive ? b[0] : T(INFINITY));
-      y_min = std::min(y_min, positive ? b[1] : T(INFINITY));
-      x_max = std::max(x_max, positive ? b[2] : T(-INFINITY));
-      y_max = std::max(y_max, positive ? b[3] : T(-INFINITY));
-    }
     // Box sides from about kSideSamples boxes spread over the ranks.
     const int32_t stride = std::max(1, count / kSideSamples);
     for (int32_t r = 0; r < count; r += stride) {
       const T* b = box(r);
       if (has_positive_extent(b)) {
-        sides_.push_back(std::max(b[2] - b[0], b[3] - b[1]));
+        sides_.push_back(side_of(b));
       }
     }
-    T inverse_cell = 0;  // one cell holds all
-    const bool any_positive = x_min <= x_max;
-    const T x_origin = any_positive ? x_min : T(0);
-    const T y_origin = any_positive ? y_min : T(0);
+    double cell = 0;  // half coordinates per cell; 0: one cell holds all
+    double x_min = INFINITY, y_min = INFINITY, x_max = -INFINITY, y_max = -INFINITY;
     if (!sides_.empty()) {
-      // Cells about twice the size of a typical box (the median, blind to a few huge ones), so that most
-      // boxes span one or two cells per axis; at most ~4 cells per box.
       std::nth_element(sides_.begin(), sides_.begin() + sides_.size() / 2, sides_.end());
-      const double width = static_cast<double>(x_max) - x_min;
-      const double height = static_cast<double>(y_max) - y_min;
-      const double max_cells = 4.0 * count + 64.0;
-      const double cell = std::max({2.0 * sides_[sides_.size() / 2], std::sqrt(width * height / max_cells),
-                                    width / max_cells, height / max_cells});
-      if (std::isfinite(cell) && cell > 0) {  // else extents beyond double's range
-        inverse_cell = static_cast<T>(1.0 / cell);
+      const double typical = sides_[sides_.size() / 2];
+      const double huge = kHugeSides * typical;
+      for (int32_t r = 0; r < count; ++r) {  // branch-free, for the compiler to vectorize
+        const T* b = box(r);
+        const bool listed = has_positive_extent(b) && side_of(b) <= huge;
+        x_min = std::min(x_min, listed ? 0.5 * b[0] : INFINITY);
+        y_min = std::min(y_min, listed ? 0.5 * b[1] : INFINITY);
+        x_max = std::max(x_max, listed ? 0.5 * b[2] : -INFINITY);
+        y_max = std::max(y_max, listed ? 0.5 * b[3] : -INFINITY);
+      }
+      if (x_min <= x_max) {
+        const double width = x_max - x_min, height = y_max - y_min;
+        const double max_cells = 4.0 * count + 64.0;
+        // typical is a full side, the grid is in half coordinates: cells of two sides.
+        cell =
+            std::max({typical, std::sqrt(width * height / max_cells), width / max_cells, height / max_cells});
       }
     }
-    // (coordinate - origin) * inverse cell, each step rounded, is monotone in the coordinate; clamping (NaN
-    // from 0 * inf included) keeps it so.
-    const auto cell_index = [inverse_cell](T value, T origin, T last) {
-      const T index = (value - origin) * inverse_cell;
-      return static_cast<int32_t>(index > 0 ? std::min(index, last) : T(0));
-    };
-    constexpr T kMaxIndex = 1 << 30;
-    columns_ = any_positive ? cell_index(x_max, x_origin, kMaxIndex) + 1 : 1;
-    const int32_t rows = any_positive ? cell_index(y_max, y_origin, kMaxIndex) + 1 : 1;
+    x_origin_ = cell > 0 ? x_min : 0.0;
+    y_origin_ = cell > 0 ? y_min : 0.0;
+    inverse_cell_ = cell > 0 ? 1.0 / cell : 0.0;
+    columns_ = cell > 0 ? cell_index(x_max, x_origin_, kMaxIndex) + 1 : 1;
+    const int32_t rows = cell > 0 ? cell_index(y_max, y_origin_, kMaxIndex) + 1 : 1;
     heads_.assign(static_cast<size_t>(columns_) * rows, -1);
     ranges_.resize(count);
     for (int32_t r = 0; r < count; ++r) {  // branch-free, for the compiler to vectorize
       const T* b = box(r);
-      ranges_[r] = {cell_index(b[0], x_origin, columns_ - 1), cell_index(b[2], x_origin, columns_ - 1),
-                    cell_index(b[1], y_origin, rows - 1), cell_index(b[3], y_origin, rows - 1)};
+      ranges_[r] = {cell_index(0.5 * b[0], x_origin_, columns_ - 1),
+                    cell_index(0.5 * b[2], x_origin_, columns_ - 1),
+                    cell_index(0.5 * b[1], y_origin_, rows - 1), cell_index(0.5 * b[3], y_origin_, rows - 1)};
     }
+  }
+
+  // The larger side, in double (no overflow for float boxes; inf for a float64 box wider than double's
+  // range).
+  static double side_of(const T* b) {
+    return std::max(static_cast<double>(b[2]) - b[0], static_cast<double>(b[3]) - b[1]);
+  }
+
+  // (half coordinate - origin) / cell, clamped to [0, last]: monotone in the coordinate, and
+  // width / cell <= max_cells bounds the grid.
+  int32_t cell_index(double half_value, double origin, int32_t last) const {
+    const double index = (half_value - origin) * inverse_cell_;
+    return static_cast<int32_t>(index > 0 ? std::min(index, static_cast<double>(last)) : 0.0);
   }
 
   template <typename Predicate>
@@ -165,12 +179,13 @@ class KeptBoxGrid {
   }
 
   const T* boxes_ = nullptr;
+  double x_origin_ = 0, y_origin_ = 0, inverse_cell_ = 0;
   int32_t columns_ = 1;
   std::vector<CellRange> ranges_;  // of each box, by rank
   std::vector<int32_t> heads_;     // first entry of each cell, or -1
   std::vector<Entry> entries_;
-  std::vector<int32_t> large_;     // kept boxes spanning more than kLargeCells cells
-  std::vector<T> sides_;           // scratch of reset
+  std::vector<int32_t> large_;  // kept boxes spanning more than kLargeCells cells
+  std::vector<double> sides_;   // scratch of reset
 };
 
 }  // namespace tinyfast

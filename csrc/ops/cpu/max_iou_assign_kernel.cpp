@@ -50,7 +50,8 @@ void argmax_pass_cpu(const AssignProblem<T>& problem) {
   int64_t* const row_data = rows.data_ptr<int64_t>();
   for_each_box(problem.num_boxes, tasks, [&](int64_t task, int64_t box) {
     int64_t* const row = row_data + task * problem.num_gts;
-    assign_box_argmax_pass(problem, box, [row](int64_t gt, int64_t index) { row[gt] = tf_min(row[gt], index); });
+    assign_box_argmax_pass(problem, box,
+                           [row](int64_t gt, int64_t index) { row[gt] = tf_min(row[gt], index); });
   });
   const at::Tensor minima = rows.amin(0);
   std::copy_n(minima.data_ptr<int64_t>(), problem.num_gts, problem.gt_argmax);
@@ -58,39 +59,21 @@ void argmax_pass_cpu(const AssignProblem<T>& problem) {
 
 template <typename T>
 void low_quality_pass_cpu(const AssignProblem<T>& problem) {
-  for_each_box(problem.num_boxes, num_tasks(problem.num_boxes), [&](int64_t, int64_t box) {
-    assign_box_low_quality_pass(problem, box);
-  });
+  for_each_box(problem.num_boxes, num_tasks(problem.num_boxes),
+               [&](int64_t, int64_t box) { assign_box_low_quality_pass(problem, box); });
 }
 
 template <typename T>
-AssignPasses<T> cpu_passes() {
+constexpr AssignPasses<T> cpu_passes() {
   return {&first_pass_cpu<T>, &argmax_pass_cpu<T>, &low_quality_pass_cpu<T>};
 }
 
-std::tuple<at::Tensor, at::Tensor> max_iou_assign_cpu(
-    const at::Tensor& boxes,
-    const at::Tensor& box_counts,
-    const at::Tensor& gt_boxes,
-    const at::Tensor& gt_counts,
-    const at::Tensor& ignore_boxes,
-    const at::Tensor& ignore_counts,
-    double pos_iou,
-    double neg_iou,
-    double min_pos_iou,
-    bool low_quality,
-    bool gt_max_assign_all,
-    double ignore_iof) {
-  return max_iou_assign_with(
-      {boxes, box_counts, gt_boxes, gt_counts, ignore_boxes, ignore_counts},
-      {pos_iou, neg_iou, min_pos_iou, low_quality, gt_max_assign_all, ignore_iof}, cpu_passes<float>(),
-      cpu_passes<double>());
-}
+constexpr MaxIouAssignBackend kCpuBackend{cpu_passes<float>(), cpu_passes<double>()};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("max_iou_assign", &max_iou_assign_cpu);
+  m.impl("max_iou_assign", &max_iou_assign_kernel<kCpuBackend>);
 }
 
 }  // namespace tinyfast

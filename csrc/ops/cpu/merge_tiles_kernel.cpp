@@ -20,14 +20,13 @@ namespace {
 // Per image (in parallel), the complete boxes sorted by x1; each truncated box is compared only with the
 // complete boxes whose x1 lies in [its x1 - the widest complete box, its x2).
 template <typename T>
-at::Tensor covered_truncated_typed(
-    const at::Tensor& image_boxes,
-    const at::Tensor& truncated,
-    const at::Tensor& box_tile,
-    const at::Tensor& box_image,
-    const at::Tensor& labels,
-    bool class_agnostic,
-    double iof) {
+at::Tensor covered_truncated_typed(const at::Tensor& image_boxes,
+                                   const at::Tensor& truncated,
+                                   const at::Tensor& box_tile,
+                                   const at::Tensor& box_image,
+                                   const at::Tensor& labels,
+                                   bool class_agnostic,
+                                   double iof) {
   const int64_t n = image_boxes.size(0);
   const T* boxes = image_boxes.data_ptr<T>();
   const bool* cut = truncated.data_ptr<bool>();
@@ -61,7 +60,8 @@ at::Tensor covered_truncated_typed(
           widest = std::max(widest, b[2] - b[0]);
         }
       }
-      std::sort(complete.begin(), complete.end(), [&](int64_t a, int64_t b) { return boxes[4 * a] < boxes[4 * b]; });
+      std::sort(complete.begin(), complete.end(),
+                [&](int64_t a, int64_t b) { return boxes[4 * a] < boxes[4 * b]; });
       for (int64_t p = starts[g]; p < starts[g + 1]; ++p) {
         const int64_t i = order[p];
         const T* part = boxes + 4 * i;
@@ -98,12 +98,13 @@ void check_tiles(const MergeTilesInput& in) {
   bool tiles_valid = true;
   for (int64_t t = 0; t < num_tiles; ++t) {
     const T* tile = tiles.data_ptr<T>() + 4 * t;
-    tiles_valid &= std::all_of(tile, tile + 4, [](T v) { return std::isfinite(v); }) && has_positive_extent(tile);
+    tiles_valid &=
+        std::all_of(tile, tile + 4, [](T v) { return std::isfinite(v); }) && has_positive_extent(tile);
   }
   const int64_t* image_of_tile = tile_image.data_ptr<int64_t>();
   const MergeTilesFacts facts{
-      .tile_image_in_range =
-          std::all_of(image_of_tile, image_of_tile + num_tiles, [&](int64_t i) { return i >= 0 && i < num_images; }),
+      .tile_image_in_range = std::all_of(image_of_tile, image_of_tile + num_tiles,
+                                         [&](int64_t i) { return i >= 0 && i < num_images; }),
       .tiles_valid = tiles_valid,
       .tile_scales_valid = finite_positive(scales.data_ptr<T>(), 2 * num_tiles),
       .image_sizes_valid = finite_positive(sizes.data_ptr<T>(), 2 * num_images)};
@@ -113,7 +114,8 @@ void check_tiles(const MergeTilesInput& in) {
 // One pass over the boxes, in parallel: their checks, and each box placed in its image (image-coordinate
 // box, whether an internal tile border cut it, its image). The tiles must have passed check_tiles.
 template <typename T, typename S>
-void place_and_check_boxes(const MergeTilesInput& in, const S* scores, T* image_boxes, bool* truncated, int64_t* box_image) {
+void place_and_check_boxes(
+    const MergeTilesInput& in, const S* scores, T* image_boxes, bool* truncated, int64_t* box_image) {
   const at::Tensor boxes = in.boxes.contiguous();
   const at::Tensor labels = in.labels.contiguous();
   const at::Tensor tile_index = in.tile_index.contiguous();
@@ -144,7 +146,8 @@ void place_and_check_boxes(const MergeTilesInput& in, const S* scores, T* image_
         // Boxes come in runs of one tile (a detector's output, tile after tile): its data is read once a run.
         for (int64_t run = begin, run_end = begin; run < end; run = run_end) {
           const int64_t t = tile_of_box[run];
-          run_end = std::find_if(tile_of_box + run, tile_of_box + end, [t](int64_t u) { return u != t; }) - tile_of_box;
+          run_end = std::find_if(tile_of_box + run, tile_of_box + end, [t](int64_t u) { return u != t; }) -
+                    tile_of_box;
           if (t < 0 || t >= num_tiles) {
             facts.tile_index_in_range = false;
             continue;
@@ -181,8 +184,15 @@ class ImageMerger {
   // boxes_of_image: the image's box indices, ascending; candidate: which boxes take part (nullptr: all).
   // Writes the image's kept boxes to `out`, by score descending (ties: lower index first), at most
   // max_per_image of them when >= 0, and returns how many; `kept` is scratch as long as boxes_of_image.
-  int64_t run(const int32_t* boxes_of_image, int32_t count, const bool* candidate, const T* boxes, const S* scores,
-              const int64_t* labels, const MergeTilesOptions& options, int32_t* kept, int64_t* out) {
+  int64_t run(const int32_t* boxes_of_image,
+              int32_t count,
+              const bool* candidate,
+              const T* boxes,
+              const S* scores,
+              const int64_t* labels,
+              const MergeTilesOptions& options,
+              int32_t* kept,
+              int64_t* out) {
     candidates_.clear();
     for (int32_t p = 0; p < count; ++p) {
       if (candidate == nullptr || candidate[boxes_of_image[p]]) {
@@ -208,12 +218,12 @@ class ImageMerger {
     kept_spans_.resize(num_classes);
     for (int64_t c = 0; c < num_classes; ++c) {
       const int32_t first = class_starts_[c];
-      const int32_t kept_count = nms_.run(boxes, scores, members + first, class_starts_[c + 1] - first,
-                                          options.iou_threshold, options.class_agnostic ? options.max_per_image : -1,
-                                          kept + first);
+      const int32_t kept_count =
+          nms_.run(boxes, scores, members + first, class_starts_[c + 1] - first, options.iou_threshold,
+                   options.class_agnostic ? options.cap() : -1, kept + first);
       kept_spans_[c] = {first, first + kept_count};
     }
-    return merge_by_score(kept, kept_spans_.data(), num_classes, scores, options.max_per_image, out);
+    return merge_by_score(kept, kept_spans_.data(), num_classes, scores, options.cap(), out);
   }
 
  private:
@@ -225,9 +235,7 @@ class ImageMerger {
 
 // T: box coordinates; S: scores as ranked (float or double, exact for any score dtype).
 template <typename T, typename S>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
-    const MergeTilesInput& in,
-    const MergeTilesOptions& options) {
+MergedDetections merge_tiles_typed(const MergeTilesInput& in, const MergeTilesOptions& options) {
   const int64_t n = in.boxes.size(0);
   constexpr at::ScalarType kScoreType = c10::CppTypeToScalarType<S>::value;
   at::Tensor ranked_scores = in.scores.to(kScoreType).contiguous();
@@ -235,18 +243,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
   at::Tensor image_boxes = at::empty({n, 4}, in.boxes.options());
   at::Tensor truncated = at::empty({n}, in.boxes.options().dtype(at::kBool));
   at::Tensor box_image = at::empty({n}, in.tile_image.options());
-  place_and_check_boxes(in, ranked_scores.data_ptr<S>(), image_boxes.data_ptr<T>(), truncated.data_ptr<bool>(),
-                        box_image.data_ptr<int64_t>());
+  place_and_check_boxes(in, ranked_scores.data_ptr<S>(), image_boxes.data_ptr<T>(),
+                        truncated.data_ptr<bool>(), box_image.data_ptr<int64_t>());
 
   at::Tensor scores = in.scores;
   at::Tensor candidate;  // undefined: every box is a candidate
   if (options.score_threshold != -INFINITY) {
     candidate = in.scores.gt(options.score_threshold);  // compared in the scores' dtype, as in PyTorch
   }
-  if (options.truncated != "keep") {
-    const at::Tensor covered = covered_truncated_typed<T>(
-        image_boxes, truncated, in.tile_index, box_image, in.labels, options.class_agnostic, options.truncated_iof);
-    if (options.truncated == "drop") {
+  if (options.truncated != TruncatedMode::kKeep) {
+    const at::Tensor covered =
+        covered_truncated_typed<T>(image_boxes, truncated, in.tile_index, box_image, in.labels,
+                                   options.class_agnostic, options.truncated_iof);
+    if (options.truncated == TruncatedMode::kDrop) {
       candidate = candidate.defined() ? candidate & covered.logical_not() : covered.logical_not();
     } else {
       scores = at::where(covered, scores * options.truncated_factor, scores);
@@ -271,9 +280,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
     ImageMerger<T, S> merger;
     for (int64_t k = begin; k < end; ++k) {
       const int32_t first = image_starts[k];
-      image_keep_size[k] = merger.run(by_image.data() + first, image_starts[k + 1] - first, candidate_data, box_data,
-                                      score_data, labels.data_ptr<int64_t>(), options, kept.data() + first,
-                                      image_keep.data() + first);
+      image_keep_size[k] = merger.run(by_image.data() + first, image_starts[k + 1] - first, candidate_data,
+                                      box_data, score_data, labels.data_ptr<int64_t>(), options,
+                                      kept.data() + first, image_keep.data() + first);
     }
   });
 
@@ -288,44 +297,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_typed(
     std::fill_n(keep_image_data + written, image_keep_size[k], image_of_box[by_image[image_starts[k]]]);
     written += image_keep_size[k];
   }
-  return {image_boxes.index_select(0, keep), scores.index_select(0, keep), in.labels.index_select(0, keep), keep_image};
+  return {image_boxes.index_select(0, keep), scores.index_select(0, keep), in.labels.index_select(0, keep),
+          keep_image};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> merge_tiles_cpu(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& labels,
-    const at::Tensor& tile_index,
-    const at::Tensor& tiles,
-    const at::Tensor& tile_scales,
-    const at::Tensor& tile_flips,
-    const at::Tensor& tile_image,
-    const at::Tensor& image_sizes,
-    double score_threshold,
-    double iou_threshold,
-    bool class_agnostic,
-    int64_t max_per_image,
-    c10::string_view truncated,
-    double truncated_iof,
-    double truncated_factor) {
-  const MergeTilesInput in{boxes, scores, labels, tile_index, tiles, tile_scales, tile_flips, tile_image, image_sizes};
-  const MergeTilesOptions options{score_threshold, iou_threshold, class_agnostic, max_per_image, std::string(truncated),
-                                  truncated_iof, truncated_factor};
-  check_merge_tiles_args(in, options);
-  if (boxes.size(0) == 0) {
-    return empty_merge_result(in);
+MergedDetections merge_cpu(const MergeTilesInput& in, const MergeTilesOptions& options) {
+  const bool double_scores = in.scores.scalar_type() == at::kDouble;
+  if (in.boxes.scalar_type() == at::kDouble) {
+    return double_scores ? merge_tiles_typed<double, double>(in, options)
+                         : merge_tiles_typed<double, float>(in, options);
   }
-  const bool double_scores = scores.scalar_type() == at::kDouble;
-  if (boxes.scalar_type() == at::kDouble) {
-    return double_scores ? merge_tiles_typed<double, double>(in, options) : merge_tiles_typed<double, float>(in, options);
-  }
-  return double_scores ? merge_tiles_typed<float, double>(in, options) : merge_tiles_typed<float, float>(in, options);
+  return double_scores ? merge_tiles_typed<float, double>(in, options)
+                       : merge_tiles_typed<float, float>(in, options);
 }
+
+constexpr MergeTilesBackend kCpuBackend{&merge_cpu};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("merge_tiles", &merge_tiles_cpu);
+  m.impl("merge_tiles", &merge_tiles_kernel<kCpuBackend>);
 }
 
 }  // namespace tinyfast

@@ -27,12 +27,13 @@ RankedBoxes rank_boxes(const at::Tensor& boxes, const at::Tensor& scores, const 
   const at::Tensor by_score = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   const at::Tensor group_of_score_rank = idxs.index_select(0, by_score);
   RankedBoxes ranked;
-  ranked.order =
-      by_score.index_select(0, std::get<1>(group_of_score_rank.sort(/*stable=*/true, 0, /*descending=*/false)));
+  ranked.order = by_score.index_select(
+      0, std::get<1>(group_of_score_rank.sort(/*stable=*/true, 0, /*descending=*/false)));
   ranked.groups = idxs.index_select(0, ranked.order).contiguous();
   const at::Tensor boxes_by_rank = boxes.index_select(0, ranked.order).to(compute_type);
   const at::Tensor by_x1 = std::get<1>(boxes_by_rank.select(1, 0).sort(/*stable=*/true, 0, false));
-  const at::Tensor x_order = by_x1.index_select(0, std::get<1>(ranked.groups.index_select(0, by_x1).sort(true, 0, false)));
+  const at::Tensor x_order =
+      by_x1.index_select(0, std::get<1>(ranked.groups.index_select(0, by_x1).sort(true, 0, false)));
   ranked.x_boxes = boxes_by_rank.index_select(0, x_order).contiguous();
   ranked.x_groups = ranked.groups.index_select(0, x_order).contiguous();
   ranked.x_ranks = x_order.to(at::kInt).contiguous();
@@ -41,7 +42,8 @@ RankedBoxes rank_boxes(const at::Tensor& boxes, const at::Tensor& scores, const 
 
 at::Tensor order_by_score(const at::Tensor& kept_ascending, const at::Tensor& scores) {
   const at::Tensor kept_scores = scores.index_select(0, kept_ascending);
-  return kept_ascending.index_select(0, std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true)));
+  return kept_ascending.index_select(0,
+                                     std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true)));
 }
 
 // Suppression lists rarely hold more than a few boxes each; above this guess the lists are rebuilt at
@@ -57,11 +59,13 @@ struct Suppressors {
 };
 
 template <typename T>
-Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
+Suppressors build_suppressors(const RankedBoxes& ranked,
+                              double iou_threshold,
+                              int64_t capacity,
+                              cudaStream_t stream) {
   const int32_t n = static_cast<int32_t>(ranked.order.size(0));
-  const NmsSweep<T> sweep{
-      ranked.x_boxes.data_ptr<T>(), ranked.x_groups.data_ptr<int64_t>(), ranked.x_ranks.data_ptr<int32_t>(), n,
-      iou_threshold};
+  const NmsSweep<T> sweep{ranked.x_boxes.data_ptr<T>(), ranked.x_groups.data_ptr<int64_t>(),
+                          ranked.x_ranks.data_ptr<int32_t>(), n, iou_threshold};
   Suppressors result;
   result.capacity = capacity;
   result.counts = at::zeros({n}, ranked.x_ranks.options());
@@ -73,51 +77,51 @@ Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, i
   result.total = inclusive[n - 1];
   result.edges = at::empty({std::max<int64_t>(capacity, 1)}, ranked.x_ranks.options());
   at::Tensor cursors = at::zeros({n}, ranked.x_ranks.options());
-  cuda::launch_write_suppressors(
-      sweep, result.offsets.data_ptr<int64_t>(), cursors.data_ptr<int32_t>(), result.edges.data_ptr<int32_t>(),
-      capacity, stream);
+  cuda::launch_write_suppressors(sweep, result.offsets.data_ptr<int64_t>(), cursors.data_ptr<int32_t>(),
+                                 result.edges.data_ptr<int32_t>(), capacity, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return result;
 }
 
-Suppressors build_suppressors(const RankedBoxes& ranked, double iou_threshold, int64_t capacity, cudaStream_t stream) {
+Suppressors build_suppressors(const RankedBoxes& ranked,
+                              double iou_threshold,
+                              int64_t capacity,
+                              cudaStream_t stream) {
   return ranked.x_boxes.scalar_type() == at::kDouble
-      ? build_suppressors<double>(ranked, iou_threshold, capacity, stream)
-      : build_suppressors<float>(ranked, iou_threshold, capacity, stream);
+             ? build_suppressors<double>(ranked, iou_threshold, capacity, stream)
+             : build_suppressors<float>(ranked, iou_threshold, capacity, stream);
 }
 
 // kept_by_index[i] is true for every box i that greedy NMS (and the per-group cap) keeps.
-at::Tensor resolve(const RankedBoxes& ranked, const Suppressors& suppressors, int64_t max_per_group, cudaStream_t stream) {
+at::Tensor resolve(const RankedBoxes& ranked,
+                   const Suppressors& suppressors,
+                   int64_t max_per_group,
+                   cudaStream_t stream) {
   const int32_t n = static_cast<int32_t>(ranked.order.size(0));
   const at::Tensor& groups = ranked.groups;
-  const at::Tensor starts_group =
-      at::cat({at::ones({1}, groups.options().dtype(at::kInt)), groups.slice(0, 1).ne(groups.slice(0, 0, n - 1)).to(at::kInt)});
+  const at::Tensor starts_group = at::cat({at::ones({1}, groups.options().dtype(at::kInt)),
+                                           groups.slice(0, 1).ne(groups.slice(0, 0, n - 1)).to(at::kInt)});
   const at::Tensor starts_so_far = starts_group.cumsum(0, at::kInt).contiguous();
   at::Tensor group_starts = at::empty({n + 1}, starts_so_far.options());
-  cuda::launch_scatter_group_starts(starts_so_far.data_ptr<int32_t>(), n, group_starts.data_ptr<int32_t>(), stream);
+  cuda::launch_scatter_group_starts(starts_so_far.data_ptr<int32_t>(), n, group_starts.data_ptr<int32_t>(),
+                                    stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   at::Tensor state = at::zeros({n}, groups.options().dtype(at::kChar));
   at::Tensor kept_by_index = at::zeros({n}, groups.options().dtype(at::kBool));
-  cuda::launch_resolve_groups(
-      suppressors.offsets.data_ptr<int64_t>(), suppressors.counts.data_ptr<int32_t>(),
-      suppressors.edges.data_ptr<int32_t>(), suppressors.capacity, group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
-      max_per_group, ranked.order.data_ptr<int64_t>(), state.data_ptr<int8_t>(), kept_by_index.data_ptr<bool>(),
-      stream);
+  cuda::launch_resolve_groups(suppressors.offsets.data_ptr<int64_t>(), suppressors.counts.data_ptr<int32_t>(),
+                              suppressors.edges.data_ptr<int32_t>(), suppressors.capacity,
+                              group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
+                              max_per_group, ranked.order.data_ptr<int64_t>(), state.data_ptr<int8_t>(),
+                              kept_by_index.data_ptr<bool>(), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return kept_by_index;
 }
 
-at::Tensor batched_nms_cuda(
-    const at::Tensor& boxes,
-    const at::Tensor& scores,
-    const at::Tensor& idxs,
-    double iou_threshold,
-    int64_t max_per_group) {
-  check_batched_nms_args(boxes, scores, idxs, iou_threshold, max_per_group);
-  if (boxes.size(0) == 0) {
-    return at::empty({0}, idxs.options());
-  }
+at::Tensor keep_cuda(const BatchedNmsInput& in, const BatchedNmsOptions& options) {
+  const auto& [boxes, scores, idxs] = in;
+  const double iou_threshold = options.iou_threshold;
+  const int64_t max_per_group = options.cap();
   const c10::cuda::CUDAGuard device_guard(boxes.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t n = boxes.size(0);
@@ -143,18 +147,19 @@ at::Tensor batched_nms_cuda(
       continue;
     }
     at::Tensor kept_ascending = at::empty({fact[0]}, idxs.options());
-    cuda::launch_compact_kept(
-        kept_by_index.data_ptr<bool>(), kept_so_far.data_ptr<int64_t>(), n, kept_ascending.data_ptr<int64_t>(),
-        stream);
+    cuda::launch_compact_kept(kept_by_index.data_ptr<bool>(), kept_so_far.data_ptr<int64_t>(), n,
+                              kept_ascending.data_ptr<int64_t>(), stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return order_by_score(kept_ascending, scores);
   }
 }
 
+constexpr BatchedNmsBackend kCudaBackend{&keep_cuda};
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
-  m.impl("batched_nms", &batched_nms_cuda);
+  m.impl("batched_nms", &batched_nms_kernel<kCudaBackend>);
 }
 
 }  // namespace tinyfast

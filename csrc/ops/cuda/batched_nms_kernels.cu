@@ -29,11 +29,7 @@ __global__ void count_suppressors_kernel(NmsSweep<T> sweep, int32_t* counts) {
 
 template <typename T>
 __global__ void write_suppressors_kernel(
-    NmsSweep<T> sweep,
-    const int64_t* offsets,
-    int32_t* cursors,
-    int32_t* edges,
-    int64_t capacity) {
+    NmsSweep<T> sweep, const int64_t* offsets, int32_t* cursors, int32_t* edges, int64_t capacity) {
   const int32_t xp = blockIdx.x * blockDim.x + threadIdx.x;
   if (xp < sweep.n) {
     sweep.visit(xp, [&](int32_t lower, int32_t higher) {
@@ -62,14 +58,13 @@ __global__ void scatter_group_starts_kernel(const int32_t* starts_so_far, int32_
 // A box is decided once all its suppressors are (they rank higher): kept iff none of them is kept.
 // Each round decides at least the highest-ranked undecided box, so the loop ends; in practice after a
 // few rounds, as suppression chains are short. Only this block writes the group's states.
-__device__ void resolve_group(
-    int32_t begin,
-    int32_t end,
-    const int64_t* offsets,
-    const int32_t* counts,
-    const int32_t* edges,
-    int64_t capacity,
-    volatile int8_t* state) {
+__device__ void resolve_group(int32_t begin,
+                              int32_t end,
+                              const int64_t* offsets,
+                              const int32_t* counts,
+                              const int32_t* edges,
+                              int64_t capacity,
+                              volatile int8_t* state) {
   __shared__ int any_undecided;
   while (true) {
     if (threadIdx.x == 0) {
@@ -108,13 +103,12 @@ __device__ void resolve_group(
   }
 }
 
-__device__ void mark_kept(
-    int32_t begin,
-    int32_t end,
-    int64_t max_per_group,
-    const int64_t* order,
-    const volatile int8_t* state,
-    bool* kept_by_index) {
+__device__ void mark_kept(int32_t begin,
+                          int32_t end,
+                          int64_t max_per_group,
+                          const int64_t* order,
+                          const volatile int8_t* state,
+                          bool* kept_by_index) {
   using BlockScan = cub::BlockScan<int, kThreads>;
   __shared__ typename BlockScan::TempStorage scan_storage;
   __shared__ int64_t kept_before_chunk;
@@ -139,18 +133,17 @@ __device__ void mark_kept(
   }
 }
 
-__global__ void __launch_bounds__(kThreads) resolve_groups_kernel(
-    const int64_t* offsets,
-    const int32_t* counts,
-    const int32_t* edges,
-    int64_t capacity,
-    const int32_t* group_starts,
-    const int32_t* starts_so_far,
-    int32_t n,
-    int64_t max_per_group,
-    const int64_t* order,
-    int8_t* state,
-    bool* kept_by_index) {
+__global__ void __launch_bounds__(kThreads) resolve_groups_kernel(const int64_t* offsets,
+                                                                  const int32_t* counts,
+                                                                  const int32_t* edges,
+                                                                  int64_t capacity,
+                                                                  const int32_t* group_starts,
+                                                                  const int32_t* starts_so_far,
+                                                                  int32_t n,
+                                                                  int64_t max_per_group,
+                                                                  const int64_t* order,
+                                                                  int8_t* state,
+                                                                  bool* kept_by_index) {
   const int32_t num_groups = starts_so_far[n - 1];
   for (int32_t g = blockIdx.x; g < num_groups; g += gridDim.x) {
     const int32_t begin = group_starts[g];
@@ -160,7 +153,10 @@ __global__ void __launch_bounds__(kThreads) resolve_groups_kernel(
   }
 }
 
-__global__ void compact_kept_kernel(const bool* kept_by_index, const int64_t* kept_so_far, int64_t n, int64_t* out) {
+__global__ void compact_kept_kernel(const bool* kept_by_index,
+                                    const int64_t* kept_so_far,
+                                    int64_t n,
+                                    int64_t* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n && kept_by_index[i]) {
     out[kept_so_far[i] - 1] = i;
@@ -175,14 +171,14 @@ void launch_count_suppressors(const NmsSweep<T>& sweep, int32_t* counts, cudaStr
 }
 
 template <typename T>
-void launch_write_suppressors(
-    const NmsSweep<T>& sweep,
-    const int64_t* offsets,
-    int32_t* cursors,
-    int32_t* edges,
-    int64_t capacity,
-    cudaStream_t stream) {
-  write_suppressors_kernel<T><<<blocks_for(sweep.n), kThreads, 0, stream>>>(sweep, offsets, cursors, edges, capacity);
+void launch_write_suppressors(const NmsSweep<T>& sweep,
+                              const int64_t* offsets,
+                              int32_t* cursors,
+                              int32_t* edges,
+                              int64_t capacity,
+                              cudaStream_t stream) {
+  write_suppressors_kernel<T>
+      <<<blocks_for(sweep.n), kThreads, 0, stream>>>(sweep, offsets, cursors, edges, capacity);
 }
 
 template void launch_count_suppressors<float>(const NmsSweep<float>&, int32_t*, cudaStream_t);
@@ -192,30 +188,34 @@ template void launch_write_suppressors<float>(
 template void launch_write_suppressors<double>(
     const NmsSweep<double>&, const int64_t*, int32_t*, int32_t*, int64_t, cudaStream_t);
 
-void launch_scatter_group_starts(const int32_t* starts_so_far, int32_t n, int32_t* group_starts, cudaStream_t stream) {
+void launch_scatter_group_starts(const int32_t* starts_so_far,
+                                 int32_t n,
+                                 int32_t* group_starts,
+                                 cudaStream_t stream) {
   scatter_group_starts_kernel<<<blocks_for(n), kThreads, 0, stream>>>(starts_so_far, n, group_starts);
 }
 
-void launch_resolve_groups(
-    const int64_t* offsets,
-    const int32_t* counts,
-    const int32_t* edges,
-    int64_t capacity,
-    const int32_t* group_starts,
-    const int32_t* starts_so_far,
-    int32_t n,
-    int64_t max_per_group,
-    const int64_t* order,
-    int8_t* state,
-    bool* kept_by_index,
-    cudaStream_t stream) {
+void launch_resolve_groups(const int64_t* offsets,
+                           const int32_t* counts,
+                           const int32_t* edges,
+                           int64_t capacity,
+                           const int32_t* group_starts,
+                           const int32_t* starts_so_far,
+                           int32_t n,
+                           int64_t max_per_group,
+                           const int64_t* order,
+                           int8_t* state,
+                           bool* kept_by_index,
+                           cudaStream_t stream) {
   // The number of groups lives on the device; blocks beyond it return at once.
   const int blocks = n < kMaxResolveBlocks ? n : kMaxResolveBlocks;
-  resolve_groups_kernel<<<blocks, kThreads, 0, stream>>>(
-      offsets, counts, edges, capacity, group_starts, starts_so_far, n, max_per_group, order, state, kept_by_index);
+  resolve_groups_kernel<<<blocks, kThreads, 0, stream>>>(offsets, counts, edges, capacity, group_starts,
+                                                         starts_so_far, n, max_per_group, order, state,
+                                                         kept_by_index);
 }
 
-void launch_compact_kept(const bool* kept_by_index, const int64_t* kept_so_far, int64_t n, int64_t* out, cudaStream_t stream) {
+void launch_compact_kept(
+    const bool* kept_by_index, const int64_t* kept_so_far, int64_t n, int64_t* out, cudaStream_t stream) {
   compact_kept_kernel<<<blocks_for(n), kThreads, 0, stream>>>(kept_by_index, kept_so_far, n, out);
 }
 

@@ -12,8 +12,8 @@ __device__ void atomic_raise(float* address, float value) {
 }
 
 __device__ void atomic_raise(double* address, double value) {
-  atomicMax(
-      reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(__double_as_longlong(value)));
+  atomicMax(reinterpret_cast<unsigned long long*>(address),
+            static_cast<unsigned long long>(__double_as_longlong(value)));
 }
 
 __device__ int64_t box_of_thread() {
@@ -24,7 +24,8 @@ template <typename T>
 __global__ void first_pass_kernel(AssignProblem<T> problem) {
   const int64_t index = box_of_thread();
   if (index < problem.num_boxes) {
-    assign_box_first_pass(problem, index, [&](int64_t gt, T iou) { atomic_raise(problem.gt_max_iou + gt, iou); });
+    assign_box_first_pass(problem, index,
+                          [&](int64_t gt, T iou) { atomic_raise(problem.gt_max_iou + gt, iou); });
   }
 }
 
@@ -34,7 +35,8 @@ __global__ void argmax_pass_kernel(AssignProblem<T> problem) {
   if (index < problem.num_boxes) {
     // Box indices and the INT64_MAX start are >= 0: as unsigned they order the same.
     assign_box_argmax_pass(problem, index, [&](int64_t gt, int64_t box) {
-      atomicMin(reinterpret_cast<unsigned long long*>(problem.gt_argmax + gt), static_cast<unsigned long long>(box));
+      atomicMin(reinterpret_cast<unsigned long long*>(problem.gt_argmax + gt),
+                static_cast<unsigned long long>(box));
     });
   }
 }

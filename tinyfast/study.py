@@ -1,0 +1,279 @@
+"""The merge-policy study: the reference's test-time table (docs/protocol.md §6.2) on a config's test set.
+
+    python -m tinyfast.study CONFIG [CHECKPOINT] [key.sub=value ...] [--quick | --images N] [--out DIR]
+
+Rows: run-time crop ("during", merge per full image) or not ("after", every tile an image, merged later) x
+``nms_pre`` x ``max_per_img`` x the evaluator's ``max_det``, the reference's seven settings, then our
+border-aware merge (``truncated`` "downweight" and "drop") on the reference's best setting. Each row reports
+AP50 tiny, tiny1/2/3 and small (and AR50 tiny, which shows what a cap takes away) and the seconds per image
+of tiled inference with that setting: tiling, the model and the merge, the images already decoded and in
+memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting).
+
+Writes ``policies.md`` (a markdown table), ``policies.json`` and ``policies.png`` (AP50 tiny against
+seconds per image, one point per row) into ``--out`` (default: ``policies_<config name>`` in the
+checkpoint's folder). The checkpoint defaults to the config's ``run_dir``/latest.pth. ``--quick`` runs on 2
+test images, ``--images N`` on N spread over the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tinyfast.data.build import DataConfig, prepare_data
+from tinyfast.engine.checkpoint import load_checkpoint
+from tinyfast.engine.config import load_config
+from tinyfast.engine.evaluation import TestSet, TiledInference, detect_batches, load_test_set
+from tinyfast.evaluation import evaluate
+from tinyfast.modeling.build import load_model, policy_for_model
+from tinyfast.tiling import TileDetector, coco_results, detect_images
+from tinyfast.utils import cli
+from tinyfast.utils.machine import describe, machine
+
+QUICK_IMAGES = 2
+METRICS = ("AP50_tiny", "AP50_tiny1", "AP50_tiny2", "AP50_tiny3", "AP50_small", "AR50_tiny")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the study. ``reference`` is the reference's AP50 tiny for it (Adap FCOS on TinyPerson
+    test, docs/protocol.md §6.2), in %."""
+
+    run_time_crop: bool
+    nms_pre: int
+    max_per_img: int
+    max_det: int
+    truncated: str = "keep"
+    reference: float | None = None
+
+    @property
+    def inference(self) -> tuple:
+        """What the detections depend on (``max_det`` only truncates them in the evaluator)."""
+        return self.run_time_crop, self.nms_pre, self.max_per_img, self.truncated
+
+    @property
+    def policy(self) -> str:
+        return "during" if self.run_time_crop else "after"
+
+
+SETTINGS = (
+    Setting(True, 1000, 100, 200, reference=42.93),
+    Setting(True, 5000, 1000, 200, reference=46.11),
+    Setting(True, 2000, 1000, 200, reference=46.11),
+    Setting(True, 1000, 1000, 200, reference=46.11),
+    Setting(True, 2000, 1000, 1000, reference=47.61),
+    Setting(False, 1000, 100, 200, reference=45.68),
+    Setting(False, 1000, 500, 1000, reference=46.86),
+    Setting(True, 2000, 1000, 1000, truncated="downweight"),
+    Setting(True, 2000, 1000, 1000, truncated="drop"),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    setting: Setting
+    metrics: dict[str, float]
+    seconds_per_image: float
+
+
+def run_study(
+    detector: TileDetector,
+    images: Sequence[torch.Tensor],
+    image_ids: Sequence[int],
+    ground_truth: dict,
+    model_config: dict,
+    settings: Sequence[Setting] = SETTINGS,
+    *,
+    images_per_batch: int = 2,
+    category_id: int = 1,
+    log: Callable[[str], None] = lambda line: None,
+) -> list[Row]:
+    """Tiled inference on ``images`` (normalised as the detector expects) once per distinct inference
+    setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied,
+    the detections written as ``category_id``). ``model_config`` holds the model's test settings
+    (``nms_pre``, ``nms_iou``, ``score_threshold``)."""
+    with torch.no_grad():
+        detect_images(detector, images[:1], policy_for_model("during", model_config))  # warm-up, untimed
+    inferences: dict[tuple, tuple[list[dict], float]] = {}
+    rows = []
+    for number, setting in enumerate(settings, 1):
+        if setting.inference not in inferences:
+            inferences[setting.inference] = _timed_inference(
+                detector, images, image_ids, model_config, setting, images_per_batch, category_id
+            )
+        results, seconds = inferences[setting.inference]
+        metrics = evaluate(ground_truth, results, max_dets=setting.max_det, miss_rate=False)
+        rows.append(Row(setting, {key: metrics[key] for key in METRICS}, seconds))
+        log(f"[{number}/{len(settings)}] {label(setting)}: AP50 tiny {_percent(metrics['AP50_tiny'])}, "
+            f"{seconds:.2f} s/image")  # fmt: skip
+    return rows
+
+
+def _timed_inference(detector, images, image_ids, model_config, setting, images_per_batch, category_id):
+    """COCO results of tiled inference with ``setting`` and its seconds per image."""
+    policy = policy_for_model(
+        setting.policy,
+        model_config,
+        nms_pre=setting.nms_pre,
+        max_per_img=setting.max_per_img,
+        truncated=setting.truncated,
+    )
+    batches = (
+        (first, images[first : first + images_per_batch]) for first in range(0, len(images), images_per_batch)
+    )
+    start = time.perf_counter()
+    detections = [
+        d
+        for _, found in detect_batches(detector, batches, TiledInference(policy, {}), images[0].device)
+        for d in found
+    ]
+    seconds = (time.perf_counter() - start) / max(1, len(images))
+    return coco_results(detections, image_ids, (category_id,)), seconds
+
+
+def label(setting: Setting) -> str:
+    crop = "Y" if setting.run_time_crop else "N"
+    border = "" if setting.truncated == "keep" else f" {setting.truncated}"
+    return f"{crop} {setting.nms_pre}/{setting.max_per_img}/{setting.max_det}{border}"
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value < 0 else f"{100 * value:.2f}"
+
+
+def markdown_table(rows: Sequence[Row], caption: str) -> str:
+    """The study as the reference's table (AP in %), with the reference's AP50 tiny in the last column."""
+    lines = [
+        caption,
+        "",
+        "| run-time crop | nms_pre | max_per_img | max_det | border | AP50 tiny | tiny1 | tiny2 | tiny3 | "
+        "small | AR50 tiny | s/image | reference AP50 tiny |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        setting = row.setting
+        per_crop = "" if setting.run_time_crop else "/crop"
+        cells = [
+            "Y" if setting.run_time_crop else "N",
+            f"{setting.nms_pre}{per_crop}",
+            f"{setting.max_per_img}{per_crop}",
+            str(setting.max_det),
+            setting.truncated,
+            *(_percent(row.metrics[key]) for key in METRICS),
+            f"{row.seconds_per_image:.2f}",
+            "" if setting.reference is None else f"{setting.reference:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_plot(rows: Sequence[Row], path: Path, title: str) -> None:
+    """AP50 tiny against seconds per image, one labelled point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for row in rows:
+        setting = row.setting
+        marker = "o" if setting.truncated == "keep" else "^"
+        colour = "tab:blue" if setting.run_time_crop else "tab:orange"
+        ap = 100 * max(row.metrics["AP50_tiny"], 0.0)
+        axes.scatter(row.seconds_per_image, ap, marker=marker, color=colour)
+        axes.annotate(label(setting), (row.seconds_per_image, ap), fontsize=7, xytext=(4, 2),
+                      textcoords="offset points")  # fmt: skip
+    axes.set_xlabel("seconds per image (tiled inference and merge)")
+    axes.set_ylabel("AP50 tiny (%)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when count >= total)."""
+    if count >= total:
+        return list(range(total))
+    return [round(k * (total - 1) / max(1, count - 1)) for k in range(count)]
+
+
+def study_test_set(config: dict, num_images: int | None) -> tuple[list[torch.Tensor], TestSet]:
+    """The config's test images (decoded and normalised) and their test set (task applied), all of them or
+    ``num_images`` spread over the set."""
+    test_set = load_test_set(config["data"])
+    if num_images:
+        test_set = test_set.subset(spread(num_images, len(test_set.images)))
+    return [test_set.read(info) for info in test_set.images], test_set
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(
+        prog="python -m tinyfast.study",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="the TOML config of the model and the test set")
+    parser.add_argument(
+        "checkpoint", nargs="?", default=None, help="default: the config's run_dir/latest.pth"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config values to change")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} test images only")
+    size.add_argument(
+        "--images", type=cli.positive_int, default=None, help="N test images spread over the set"
+    )
+    parser.add_argument("--out", default=None, help="output folder")
+    args = parser.parse_intermixed_args(argv)
+    if args.checkpoint is not None and "=" in args.checkpoint:  # only overrides were given
+        args.overrides.insert(0, args.checkpoint)
+        args.checkpoint = None
+    return args
+
+
+@cli.command
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    checkpoint = Path(args.checkpoint or Path(config["run_dir"]) / "latest.pth")
+    model = load_model(config["model"], load_checkpoint(checkpoint), str(checkpoint))
+    prepare_data(DataConfig.from_config(config["data"]))
+    images, test_set = study_test_set(config, QUICK_IMAGES if args.quick else args.images)
+    out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
+    gt = test_set.ground_truth
+    rows = run_study(
+        model.detect_tiles,
+        images,
+        [info["id"] for info in test_set.images],
+        gt,
+        config["model"],
+        images_per_batch=config["test"]["images_per_batch"],
+        category_id=test_set.category,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    persons = sum(1 for a in gt["annotations"] if not (a.get("ignore") or a.get("uncertain")))
+    caption = (
+        f"{Path(args.config).name} on {config['data']['test_annotations']}: {len(images)} images, "
+        f"{persons} persons; model {checkpoint}; {time.strftime('%Y-%m-%d')}, {describe(machine())}."
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, caption)
+    (out / "policies.md").write_text(table)
+    (out / "policies.json").write_text(
+        json.dumps({"caption": caption, "rows": [asdict(row) for row in rows]}, indent=2)
+    )
+    save_plot(rows, out / "policies.png", f"{Path(args.config).name}, {len(images)} images")
+    print(table)
+    print(f"table, json and plot: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
