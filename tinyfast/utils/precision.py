@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 AUTO = "auto"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_SETTINGS = (AUTO, *PRECISIONS)
 
 
 @functools.cache
@@ -46,7 +47,7 @@ def resolve_precision(setting: str, device: torch.device | str, name: str) -> to
     if setting == AUTO:
         return torch.bfloat16 if native_bf16(device) else None
     if setting not in PRECISIONS:
-        raise ValueError(f"{name} must be one of {[AUTO, *PRECISIONS]}, got {setting!r}")
+        raise ValueError(f"{name} must be one of {list(PRECISION_SETTINGS)}, got {setting!r}")
     if setting == "fp16" and device.type == "cpu":
         raise ValueError(f"{name} = 'fp16' is not supported on the CPU (use 'bf16', 'fp32' or 'auto')")
     return PRECISIONS[setting]
