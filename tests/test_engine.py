@@ -11,10 +11,11 @@ from tinyfast.data.build import DataConfig, train_dataset
 from tinyfast.engine.checkpoint import load_checkpoint, remove_partial_writes, resume_path, save_checkpoint
 from tinyfast.engine.config import CONFIG_DIR, DEFAULT_CONFIG, apply_override, load_config
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
-from tinyfast.engine.trainer import amp_dtype, train
+from tinyfast.engine.trainer import train
 from tinyfast.modeling import AdapRetinaNet, FasterFPN
 from tinyfast.modeling.build import build_model
 from tinyfast.tiling import TileSettings
+from tinyfast.utils.precision import resolve_precision
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")))
@@ -117,24 +118,26 @@ def test_linear_lr_scaling():
         linear_scaled_lr(0.01, reference_batch=0, world_size=1, batch_size=2)
 
 
-def test_mixed_precision_is_for_gpus():
-    assert amp_dtype("bf16", torch.device("cpu")) is None
-    assert amp_dtype("fp16", torch.device("cuda", 0)) is torch.float16
-    assert amp_dtype("bf16", torch.device("cuda", 0)) is torch.bfloat16
-    assert amp_dtype("off", torch.device("cuda", 0)) is None
+def test_mixed_precision_settings_per_device():
+    assert resolve_precision("bf16", torch.device("cpu"), "train.amp") is torch.bfloat16
+    assert resolve_precision("fp16", torch.device("cuda", 0), "train.amp") is torch.float16
+    assert resolve_precision("bf16", torch.device("cuda", 0), "train.amp") is torch.bfloat16
+    assert resolve_precision("fp32", torch.device("cuda", 0), "train.amp") is None
     with pytest.raises(ValueError, match="train.amp must be one of"):
-        amp_dtype("fp8", torch.device("cpu"))
+        resolve_precision("fp8", torch.device("cpu"), "train.amp")
 
 
 def test_training_smoke_run_then_the_saved_model_reloads_with_the_same_detections(smoke_overrides, tmp_path):
-    config = load_config(DEFAULT_CONFIG, [*smoke_overrides, "train.amp=bf16"])  # ignored on the CPU
+    config = load_config(DEFAULT_CONFIG, [*smoke_overrides, "train.amp=bf16", "test.precision=bf16"])
     model, metrics = train(config, tmp_path / "run", progress=False)
     assert 0 <= metrics["AP50_tiny"] <= 1
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["iteration"] == 1 and "AP50_tiny" in log[-1]
     assert (tmp_path / "run" / "results_during.json").is_file()
-    if not torch.cuda.is_available():
-        assert "this CPU run trains in float32" in (tmp_path / "run" / "train.log").read_text()
+    assert (
+        "train.amp = 'bf16': torch.bfloat16 autocast, channels last"
+        in (tmp_path / "run" / "train.log").read_text()
+    )
 
     reloaded = build_model(config["model"])
     reloaded.load_state_dict(load_checkpoint(tmp_path / "run" / "latest.pth")["model"])

@@ -33,6 +33,7 @@ from tinyfast.engine.config import load_config
 from tinyfast.engine.evaluation import TestSet, TiledInference, detect_batches, load_test_set
 from tinyfast.evaluation import evaluate
 from tinyfast.modeling.build import load_model, policy_for_model
+from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import TileDetector, coco_results, detect_images
 from tinyfast.utils import cli
 from tinyfast.utils.machine import describe, machine
@@ -249,7 +250,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
     gt = test_set.ground_truth
     rows = run_study(
-        model.detect_tiles,
+        prepare_for_inference(model, config["test"]["precision"], images[0].device).detect_tiles,
         images,
         [info["id"] for info in test_set.images],
         gt,

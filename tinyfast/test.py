@@ -19,6 +19,7 @@ from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.predictor import resolve_model
 from tinyfast.evaluation import EvalParams, format_report
 from tinyfast.modeling.build import load_model
+from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.utils import cli
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:
         metrics = evaluate_detector(
-            model.to(processes.device).detect_tiles,
+            prepare_for_inference(model, config["test"]["precision"], processes.device).detect_tiles,
             config,
             out_dir,
             policy,

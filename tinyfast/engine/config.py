@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
 from tinyfast.data.build import DataConfig, resolve_dataset_paths
 from tinyfast.engine.distributed import DEVICES
 from tinyfast.engine.optim import WARMUPS
 from tinyfast.modeling.build import model_settings
 from tinyfast.tiling.inference import TRUNCATED
+from tinyfast.utils.precision import PRECISION_SETTINGS
 from tinyfast.utils.schema import (
     FRACTION,
     POSITIVE,
@@ -67,7 +66,6 @@ def config_path(config: str | Path) -> Path:
     )
 
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NON_NEGATIVE = Real(0)
 
 
@@ -86,7 +84,7 @@ class TrainConfig(Section):
     deterministic: bool = setting(Flag())
     lr: float = setting(POSITIVE)
     reference_batch: int = setting(Integer(1))
-    amp: str = setting(OneOf(tuple(AMP_DTYPES)))
+    amp: str = setting(OneOf(PRECISION_SETTINGS))
     momentum: float = setting(FRACTION)
     weight_decay: float = setting(NON_NEGATIVE)
     bias_lr_mult: float = setting(NON_NEGATIVE)
@@ -119,6 +117,7 @@ class TestConfig(Section):
     truncated: str = setting(OneOf(TRUNCATED))
     max_per_img: int = setting(Integer(0))
     tile_batch_size: int = setting(Integer(1))
+    precision: str = setting(OneOf(PRECISION_SETTINGS))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from tinyfast.engine.checkpoint import LATEST, load_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference
 from tinyfast.modeling.build import load_model
+from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import TileSettings
 
 RUN_CONFIG = "config.toml"
@@ -87,7 +88,7 @@ class Detector:
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device | str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        self.model = prepare_for_inference(model, config["test"]["precision"], self.device)
         self.config = config
         self.normalization = config["data"]["normalization"]
         self.inference = tiled_inference(config)

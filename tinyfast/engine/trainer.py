@@ -28,7 +28,7 @@ from tinyfast.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from tinyfast.engine.config import AMP_DTYPES, RunConfig, to_toml
+from tinyfast.engine.config import RunConfig, to_toml
 from tinyfast.engine.curves import plot_curves, write_tensorboard
 from tinyfast.engine.evaluation import evaluate_detector
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
@@ -36,16 +36,11 @@ from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
 from tinyfast.modeling.backbone import check_pretrained
 from tinyfast.modeling.build import build_model
+from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.utils import comm
+from tinyfast.utils.precision import resolve_precision
 
 log = logging.getLogger("tinyfast.train")
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of `train.amp`; None (float32) on CPU, where mixed precision is not used."""
-    if mode not in AMP_DTYPES:
-        raise ValueError(f"train.amp must be one of {sorted(AMP_DTYPES)}, got {mode!r}")
-    return AMP_DTYPES[mode] if device.type == "cuda" else None
 
 
 @contextlib.contextmanager
@@ -110,6 +105,9 @@ class Trainer:
         np.random.seed(settings.seed)
         random.seed(settings.seed)
         check_pretrained(config["model"])
+        self.amp_dtype = resolve_precision(settings.amp, self.device, "train.amp")
+        # oneDNN's and cuDNN's reduced-precision convolutions are fastest on channels-last tensors.
+        self.memory_format = torch.contiguous_format if self.amp_dtype is None else torch.channels_last
         if processes.is_main:
             self._prepare_run_folder()
         comm.barrier()
@@ -134,10 +132,8 @@ class Trainer:
         self.schedule = StepSchedule(
             self.optimizer, settings.steps, settings.warmup, settings.warmup_iters, settings.warmup_ratio
         )
-        self.amp_dtype = amp_dtype(settings.amp, self.device)
-        if settings.amp != "off" and self.amp_dtype is None:
-            message = f"train.amp = {settings.amp!r} is for GPUs: this CPU run trains in float32"
-            self._info(message, logging.WARNING)
+        precision = "float32" if self.amp_dtype is None else f"{self.amp_dtype} autocast, channels last"
+        self._info(f"train.amp = {settings.amp!r}: {precision} on {self.device}")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.position = Position()
@@ -183,7 +179,7 @@ class Trainer:
 
     def _model(self) -> nn.Module:
         """The config's model on this process's device; BatchNorm synchronised across GPUs."""
-        model = build_model(self.config["model"]).to(self.device).train()
+        model = build_model(self.config["model"]).to(self.device, memory_format=self.memory_format).train()
         world_size = self.processes.world_size
         if world_size > 1 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
             if self.device.type == "cuda":
@@ -304,7 +300,7 @@ class Trainer:
             outcome["skipped_images"] = self.position.skipped_images
         if empty:
             return {**outcome, "skipped": "a batch without readable images"}
-        images = batch.images.to(self.device, non_blocking=True)
+        images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = [
             {"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
             for t in batch.targets
@@ -364,7 +360,7 @@ class Trainer:
     def _evaluate(self, records) -> dict[str, float]:
         test = self.settings.test
         metrics = evaluate_detector(
-            self.model.detect_tiles,
+            prepare_for_inference(self.model, test.precision, self.device).detect_tiles,
             self.config,
             self.run_dir,
             test.policy,
@@ -374,7 +370,6 @@ class Trainer:
         )
         records.write({"epoch": self.position.epoch, "iteration": self.position.iteration, **metrics})
         records.flush()
-        self.model.train()
         return metrics
 
 

@@ -9,6 +9,7 @@ import abc
 import torch
 from torch import Tensor, nn
 
+from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
 from tinyfast.tiling.detector import TileSettings
 
@@ -22,6 +23,7 @@ class DenseDetector(nn.Module, abc.ABC):
     level of one image) and `losses(*outputs, priors, targets)`."""
 
     dense_head = True  # the merge policies treat it as a dense head (tinyfast.tiling.merge_policy)
+    inference_dtype: torch.dtype | None = None  # the network's autocast dtype in detect_tiles
 
     def priors(self, outputs: tuple[list[Tensor], ...], device: torch.device) -> list[Tensor]:
         raise NotImplementedError
@@ -56,7 +58,7 @@ class DenseDetector(nn.Module, abc.ABC):
         `score_thr`, applied to the raw class score)."""
         config = with_tile_settings(self.config, settings)
         self.eval()
-        outputs = self.head(self.backbone(tiles))
+        outputs = run_network(self.inference_dtype, lambda images: self.head(self.backbone(images)), tiles)
         found = self.candidates(outputs, self.priors(outputs, tiles.device), tiles.shape[-2:], config)
         return tile_nms(found, settings, config.nms_iou)
 

@@ -25,6 +25,7 @@ from torchvision.ops.poolers import LevelMapper
 from tinyfast.modeling.anchors import AnchorGenerator
 from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
+from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.layers import assign_to_gts, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
@@ -121,6 +122,7 @@ class FasterFPN(nn.Module):
     before the final NMS (RCNN scores above the threshold, one per class and RoI)."""
 
     dense_head = False
+    inference_dtype: torch.dtype | None = None  # the networks' autocast dtype in detect_tiles
 
     def __init__(self, config: FasterFPNConfig = FasterFPNConfig()):
         super().__init__()
@@ -268,7 +270,7 @@ class FasterFPN(nn.Module):
     @torch.no_grad()
     def candidates(self, images: Tensor, config: FasterFPNConfig) -> list[dict[str, Tensor]]:
         image_size = tuple(images.shape[-2:])
-        features = self.backbone(images)
+        features = run_network(self.inference_dtype, self.backbone, images)
         objectness, deltas = self.rpn_head(features)
         anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in objectness], images.device)
         proposals = self.proposals(
@@ -279,8 +281,10 @@ class FasterFPN(nn.Module):
             torch.tensor([len(p) for p in proposals], device=images.device),
         )
         rois = torch.cat([image_index[:, None].to(proposals[0]), torch.cat(proposals)], dim=1)
-        class_logits, box_deltas = self.box_head(
-            multi_level_roi_align(features[:4], rois, config.strides[:4], config.roi_size)
+        class_logits, box_deltas = run_network(
+            self.inference_dtype,
+            self.box_head,
+            multi_level_roi_align(features[:4], rois, config.strides[:4], config.roi_size),
         )
         scores = class_logits.float().softmax(dim=1)[:, : config.num_classes]
         boxes = self.roi_coder.decode(

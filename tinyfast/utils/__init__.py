@@ -1,1 +1,2 @@
-"""Small helpers below every other subpackage (the command-line wrapper, process groups, the schema)."""
+"""Small helpers below every other subpackage (the command-line wrapper, process groups, the schema,
+precision settings)."""

@@ -1,0 +1,88 @@
+"""A trained detector prepared for inference: BatchNorm folded into the convolutions, channels-last memory,
+and the network (not the box decoding) run in reduced precision where the hardware has it.
+
+Folding: the normalisation of a model in eval mode is an affine map per channel, so a convolution followed
+by it is one convolution with a bias, the same function up to rounding, without a pass over its output."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from tinyfast.utils.precision import resolve_precision
+
+_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+# The (conv, norm) attribute pairs of torchvision's ResNet blocks, which apply each norm right after its conv.
+_BLOCK_PAIRS = {
+    BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+}
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with every BatchNorm (trained or frozen) that directly follows a
+    convolution folded into it; `model` itself is left as it is.
+
+    Folded: consecutive (Conv2d, norm) children of an `nn.Sequential` (torchvision's stems, downsampling
+    branches and Conv2dNormActivation, as in RegNet) and the conv/bn pairs of torchvision's ResNet blocks.
+    Any other norm (GroupNorm, a BatchNorm after something else) stays in place."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for first, second in zip(names, names[1:], strict=False):
+                _fold_pair(module, first, second)
+        for block_type, pairs in _BLOCK_PAIRS.items():
+            if type(module) is block_type:
+                for conv_name, norm_name in pairs:
+                    _fold_pair(module, conv_name, norm_name)
+    return folded
+
+
+def _fold_pair(parent: nn.Module, conv_name: str, norm_name: str) -> None:
+    conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+    if not (isinstance(conv, nn.Conv2d) and isinstance(norm, _NORMS)) or norm.running_mean is None:
+        return
+    if conv.out_channels != norm.running_mean.numel():
+        return
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+    )
+    setattr(parent, norm_name, nn.Identity())
+
+
+def prepare_for_inference(model: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
+    """A copy of `model` for tiled inference on `device` at `precision` ("auto", "fp32", "bf16", "fp16":
+    `test.precision`): eval mode, BatchNorm folded, weights channels last, and the detector's
+    `inference_dtype` set so that its `detect_tiles` runs the network under autocast in that dtype and
+    decodes boxes in float32. `model` itself is left as it is (a training run evaluates its own copy)."""
+    prepared = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
+    prepared.inference_dtype = resolve_precision(precision, device, "test.precision")
+    return prepared
+
+
+def run_network(dtype: torch.dtype | None, network: Callable[[torch.Tensor], Any], images: torch.Tensor):
+    """`network(images)` on channels-last images, under autocast in `dtype` (None: as the weights are), with
+    every floating tensor of its output (nested lists and tuples) back in float32: what follows, decoding
+    boxes of persons a few pixels wide in tiles hundreds of pixels wide, needs float32's 24 bits."""
+    images = images.contiguous(memory_format=torch.channels_last)
+    if dtype is None:
+        return network(images)
+    with torch.autocast(images.device.type, dtype=dtype):
+        outputs = network(images)
+    return _to_float32(outputs)
+
+
+def _to_float32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, list | tuple):
+        return type(value)(_to_float32(item) for item in value)
+    return value
