@@ -291,6 +291,8 @@ def test_predict_flags_override_the_models_test_settings(tiny_run):
             "50",
             "--tile-batch",
             "4",
+            "--precision",
+            "bf16",
         ]
     )
     overrides = predict_cli.overrides_of(args)
@@ -317,6 +319,7 @@ def test_predict_flags_override_the_models_test_settings(tiny_run):
         "tile_batch_size": 4,
     }
     assert detector.inference.policy.truncated == "drop"
+    assert test["precision"] == "bf16" and detector.model.inference_dtype is torch.bfloat16
     assert detector.inference.policy.tile_settings.max_per_tile == 50  # "after": the cap is per tile
     assert detector.inference.policy.tile_settings.score_threshold == 0.2
     assert predict_cli.overrides_of(predict_cli.parse_args([str(tiny_run), "--out", "o"])) == []

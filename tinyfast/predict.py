@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tinyfast.data.errors import DataError
 from tinyfast.engine.predictor import as_rgb_uint8, count_found, draw_detections, load_detector
 from tinyfast.utils import cli
+from tinyfast.utils.precision import PRECISION_SETTINGS
 
 CATEGORIES = [{"id": 1, "name": "person"}]
 
@@ -111,6 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     test.add_argument("--score-threshold", type=float, help="model.score_threshold")
     test.add_argument("--max-per-img", type=int, help="detections kept (0: the policy's cap)")
     test.add_argument("--tile-batch", type=int, help="tiles through the model at a time")
+    test.add_argument(
+        "--precision", choices=PRECISION_SETTINGS, help="the network's precision (auto: bf16 where native)"
+    )
     return parser.parse_intermixed_args(argv)
 
 
@@ -126,6 +130,7 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
         "model.score_threshold": None if args.score_threshold is None else repr(args.score_threshold),
         "test.max_per_img": None if args.max_per_img is None else str(args.max_per_img),
         "test.tile_batch_size": None if args.tile_batch is None else str(args.tile_batch),
+        "test.precision": args.precision and json.dumps(args.precision),
     }
     return [f"{key}={value}" for key, value in values.items() if value is not None]
 
