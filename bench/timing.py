@@ -73,4 +73,3 @@ def peak_bytes(function, device):
         allocated += event.nbytes()
         peak = max(peak, allocated)
     return peak
-

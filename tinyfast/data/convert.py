@@ -196,9 +196,7 @@ def _writable_file(path: str) -> Path:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(
-        prog="python -m tinyfast.data.convert", description=__doc__.split("\n")[0]
-    )
+    parser = cli.ArgumentParser(prog="python -m tinyfast.data.convert", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     yolo = sub.add_parser("yolo", help="a YOLO images/ + labels/ folder -> TinyPerson json")
     yolo.add_argument("dir", help="folder holding images/ and labels/")
@@ -217,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "--erase", action="store_true", help="drop ignore/uncertain/logo, keep them to paint"
     )
     corners.add_argument("--keep-dense", action="store_true", help="also cut dense images")
-    corners.add_argument(
-        "--overlap", type=cli.non_negative_int, nargs=2, default=OVERLAP, metavar=("X", "Y")
-    )
+    corners.add_argument("--overlap", type=cli.non_negative_int, nargs=2, default=OVERLAP, metavar=("X", "Y"))
     args = parser.parse_args(argv)
     if args.command == "yolo":
         return _yolo_command(args)
