@@ -47,7 +47,8 @@ stage gpu_training 120 python3 -m pytest tests/test_engine.py -k "smoke_run" "${
 tail -n 5 "$out/gpu_training.log"
 
 stage benchmarks 240 python3 -m pytest bench/bench_batched_nms.py bench/bench_merge_tiles.py bench/bench_fcos_targets.py \
-  bench/bench_max_iou_assign.py bench/bench_end_to_end.py bench/bench_train_step.py -k cuda --benchmark-only \
+  bench/bench_max_iou_assign.py bench/bench_end_to_end.py bench/bench_train_step.py bench/bench_precision.py \
+  -k cuda --benchmark-only \
   "${pytest_args[@]}" --benchmark-json "$out/bench.json" || status=1
 grep -A 30 "tinyfast benchmarks" "$out/benchmarks.log"
 [ -s "$out/bench.json" ] && python3 -m bench.report "$out/bench.json"  # report.md, report.png beside it
