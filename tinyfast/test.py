@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else Path(checkpoint).parent
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder")
-    state = state or load_checkpoint(Path(checkpoint))
+    if state is None:  # read after the cheap checks of the arguments
+        state = load_checkpoint(Path(checkpoint))
     model = load_model(config["model"], state, str(checkpoint))
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:

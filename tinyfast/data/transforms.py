@@ -63,8 +63,8 @@ def _open_header(path: str | Path) -> tuple[tuple[int, int], str]:
     return size, file_format
 
 
-def _to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """16-bit samples (0-65535) rounded to the 8-bit range that the normalisations assume."""
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit samples (0-65535) rounded to the 8-bit range that the normalisations assume (uint8 as it is)."""
     if image.dtype == torch.uint8:
         return image
     return ((image.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
@@ -76,11 +76,11 @@ def read_image(path: str | Path) -> torch.Tensor:
     _, file_format = _open_header(path)
     try:
         if file_format in TORCHVISION_FORMATS:
-            return _to_uint8(decode_image(str(path), mode=ImageReadMode.RGB))
+            return to_uint8(decode_image(str(path), mode=ImageReadMode.RGB))
         with Image.open(path) as image:
             if image.mode.startswith("I;16"):
                 grey = torch.from_numpy(np.asarray(image, dtype=np.uint16).astype(np.int32))
-                return _to_uint8(grey.expand(3, *grey.shape))
+                return to_uint8(grey.expand(3, *grey.shape))
             pixels = np.asarray(image.convert("RGB"))
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
     except (RuntimeError, OSError, ValueError) as e:

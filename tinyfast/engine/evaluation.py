@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tinyfast.data.annotations import task_ground_truth, task_scoring_category
+from tinyfast.data.annotations import read_json, task_ground_truth, task_scoring_category
 from tinyfast.data.errors import DataError
 from tinyfast.data.transforms import normalize, read_image
 from tinyfast.evaluation import EvalParams, evaluate, format_report
@@ -76,12 +76,8 @@ def detect_batches(
 
 
 def _read_test_annotations(path: Path) -> dict:
-    try:
-        coco = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: test annotation file not found (data.test_annotations)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: malformed JSON ({error})") from None
+    """The test json (`read_json`'s errors name the file), checked as far as the test set reads it."""
+    coco = read_json(path)
     lists = ("images", "annotations")
     if not isinstance(coco, dict) or not all(isinstance(coco.get(key), list) for key in lists):
         raise DataError(f"{path}: not a COCO json (needs 'images' and 'annotations' lists)")

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import draw_bounding_boxes
 
-from tinyfast.data.transforms import normalize, read_image
+from tinyfast.data.transforms import normalize, read_image, to_uint8
 from tinyfast.engine.checkpoint import LATEST, load_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference
@@ -64,8 +64,8 @@ def as_rgb_uint8(image: ImageLike) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"an image must be a file path or a [3, H, W] / [1, H, W] tensor, got {shape}")
-    if image.dtype == torch.uint16:  # 0-65535 onto 0-255
-        image = (image.to(torch.int32) * 255 + 32767) // 65535
+    if image.dtype == torch.uint16:
+        image = to_uint8(image)
     if image.dtype != torch.uint8:
         image = image.float().round().clamp(0, 255).to(torch.uint8)
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
