@@ -20,12 +20,11 @@ import torch
 
 from bench.bench_end_to_end import default_model
 from bench.bench_train_step import tiny_person_batch, training_step
-from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from bench.timing import DEVICES, best_time, needs_native_bf16, quick_mode, synchronized
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.modeling.build import build_model
 from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import detect_images, tile_grid
-from tinyfast.utils.precision import native_bf16
 
 TRAIN_FULL = {"batch": 4, "height": 256, "width": 320, "rounds": 3, "baseline_runs": 3}
 TRAIN_QUICK = {"batch": 1, "height": 128, "width": 160, "rounds": 1, "baseline_runs": 1}
@@ -39,21 +38,6 @@ INFER_FULL = {
 INFER_QUICK = {"image": (960, 540), "tile": (320, 256), "overlap": (50, 50), "rounds": 1, "baseline_runs": 1}
 
 
-def needs_native_bf16(device: str) -> None:
-    if not native_bf16(torch.device(device)):
-        pytest.skip(f"{device} has no native bfloat16: bf16 would be emulated, slower than float32")
-
-
-def bf16_training_step(model, optimizer, images, targets):
-    with torch.autocast(images.device.type, dtype=torch.bfloat16):
-        losses = model(images.contiguous(memory_format=torch.channels_last), targets)
-    loss = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_step_bf16_vs_float32(benchmark, summary_line, device):
     needs_native_bf16(device)
@@ -65,7 +49,10 @@ def test_training_step_bf16_vs_float32(benchmark, summary_line, device):
     float32_sgd = torch.optim.SGD(float32_model.parameters(), lr=1e-3, momentum=0.9)
     bf16_sgd = torch.optim.SGD(bf16_model.parameters(), lr=1e-3, momentum=0.9)
     baseline = synchronized(lambda: training_step(float32_model, float32_sgd, images, targets), device)
-    ours = synchronized(lambda: bf16_training_step(bf16_model, bf16_sgd, images, targets), device)
+    bf16_images = images.contiguous(memory_format=torch.channels_last)
+    ours = synchronized(
+        lambda: training_step(bf16_model, bf16_sgd, bf16_images, targets, torch.bfloat16), device
+    )
 
     first_float32, first_bf16 = baseline(), ours()  # warm-up outside both timings, from the same weights
     assert abs(first_bf16.item() - first_float32.item()) <= 0.03 * abs(first_float32.item())

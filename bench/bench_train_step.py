@@ -15,6 +15,9 @@ at the same size (torchvision's transform is set to keep them as they are; it no
 - FasterRCNN: our FasterFPN (P2-P6 RPN, 3 anchors a location; RoIAlign on P2-P5) against
   ``fasterrcnn_resnet50_fpn`` (the same levels).
 
+Each pair runs in float32 and in bf16 (skipped where the device has no native bf16), bf16 as each side runs
+best: autocast, weights and images channels last, for both (what ``train.amp = "bf16"`` does).
+
 Adding a family is one ``Family`` row. With ``--benchmark-disable`` (CI) or ``TINYFAST_BENCH_QUICK=1`` one
 step of each runs on a 160x128 image.
 """
@@ -27,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from bench.timing import DEVICES, best_time, quick_mode, synchronized
+from bench.timing import DEVICES, best_time, needs_native_bf16, quick_mode, synchronized
 from bench.workload import tiny_person_fcos
 from tinyfast.modeling import AdapFCOS, AdapRetinaNet, FasterFPN, FasterFPNConfig, FCOSConfig, RetinaNetConfig
 
@@ -95,8 +98,11 @@ def tiny_person_batch(settings, device):
     return images.to(device), targets
 
 
-def training_step(model, optimizer, images, targets):
-    losses = model(images, targets)
+def training_step(model, optimizer, images, targets, dtype=None):
+    """Forward and losses (under autocast in `dtype` unless None), backward, SGD step."""
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        losses = model(images, targets)
     loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -104,20 +110,28 @@ def training_step(model, optimizer, images, targets):
     return loss.detach()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
 @pytest.mark.parametrize("device", DEVICES)
-def test_training_step_vs_torchvision(benchmark, summary_line, family, device):
+def test_training_step_vs_torchvision(benchmark, summary_line, family, device, precision):
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    if dtype is not None:
+        needs_native_bf16(device)
+    # bf16 as each side runs best: autocast, weights and images channels last (both sides the same).
+    memory_format = torch.contiguous_format if dtype is None else torch.channels_last
     settings = QUICK if quick_mode(benchmark) else FULL
     images, targets = tiny_person_batch(settings, device)
+    images = images.contiguous(memory_format=memory_format)
     torch.manual_seed(0)
-    ours_model = family.ours().to(device).train()
-    theirs_model = family.torchvision(settings["height"], settings["width"]).to(device).train()
+    ours_model = family.ours().to(device, memory_format=memory_format).train()
+    theirs_model = family.torchvision(settings["height"], settings["width"])
+    theirs_model = theirs_model.to(device, memory_format=memory_format).train()
     theirs_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
     ours_sgd = torch.optim.SGD(ours_model.parameters(), lr=1e-3, momentum=0.9)
     theirs_sgd = torch.optim.SGD(theirs_model.parameters(), lr=1e-3, momentum=0.9)
-    ours = synchronized(lambda: training_step(ours_model, ours_sgd, images, targets), device)
+    ours = synchronized(lambda: training_step(ours_model, ours_sgd, images, targets, dtype), device)
     theirs = synchronized(
-        lambda: training_step(theirs_model, theirs_sgd, list(images), theirs_targets), device
+        lambda: training_step(theirs_model, theirs_sgd, list(images), theirs_targets, dtype), device
     )
 
     ours(), theirs()  # warm-up outside both timings
@@ -129,9 +143,10 @@ def test_training_step_vs_torchvision(benchmark, summary_line, family, device):
     ratio = baseline_s / ours_s
     size = f"{settings['batch']} x {settings['width']}x{settings['height']}"
     persons = sum(len(t["boxes"]) for t in targets)
-    benchmark.extra_info.update(family=family.name, size=size, persons=persons, baseline_s=baseline_s,
-                                ours_s=ours_s, ratio=ratio)  # fmt: skip
+    benchmark.extra_info.update(family=family.name, precision=precision, size=size, persons=persons,
+                                baseline_s=baseline_s, ours_s=ours_s, ratio=ratio)  # fmt: skip
     summary_line(
-        f"training step {family.name} {device}, {size}, {persons} persons: ours {ours_s:.2f} s, torchvision "
+        f"training step {family.name} {device} {precision}, {size}, {persons} persons: ours {ours_s:.2f} s, "
+        f"torchvision "
         f"{baseline_s:.2f} s, ratio {ratio:.2f}x"
     )

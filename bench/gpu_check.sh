@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA GPU: build the ops there (CUDA kernels included), run the CUDA
-# tests (each compares the CUDA path with the CPU one: the four ops, the three detectors, a bf16 training
-# run with its tiled evaluation, one NCCL process under torchrun), run the GPU benchmarks, print a table.
+# tests (each compares the CUDA path with the CPU one: the four ops, the three detectors and their batched
+# post-processing, reading ahead onto the GPU, a compiled detector's CUDA graph, a bf16 training run with its
+# tiled evaluation, one NCCL process under torchrun), run the GPU benchmarks, print a table.
 # Prepared to finish in under 8 minutes on 16 cores; each stage has a time limit, so a hang costs one stage.
 # Logs, the benchmark json and report, and the built extension go to $OUT (or a tmp dir): 8 files.
 #
@@ -39,16 +40,17 @@ cp tinyfast/_C*.so "$out/" 2>/dev/null
 python3 -c "import tinyfast; assert tinyfast.ops.cuda_available_in_build(), 'CUDA kernels not built'" || exit 1
 
 pytest_args=(-q -p no:cacheprovider -rfEs)
-stage cuda_tests 200 python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py \
+stage cuda_tests 260 python3 -m pytest tests/test_batched_nms.py tests/test_merge_tiles.py \
   tests/test_fcos_targets.py tests/test_max_iou_assign.py tests/test_modeling_fcos.py \
-  tests/test_modeling_detectors.py tests/test_engine_distributed.py -m cuda "${pytest_args[@]}" || status=1
+  tests/test_modeling_detectors.py tests/test_engine_distributed.py tests/test_batched_postprocess.py \
+  tests/test_utils_prefetch.py tests/test_modeling_inference.py -m cuda "${pytest_args[@]}" || status=1
 tail -n 25 "$out/cuda_tests.log"
 stage gpu_training 120 python3 -m pytest tests/test_engine.py -k "smoke_run" "${pytest_args[@]}" || status=1
 tail -n 5 "$out/gpu_training.log"
 
-stage benchmarks 240 python3 -m pytest bench/bench_batched_nms.py bench/bench_merge_tiles.py bench/bench_fcos_targets.py \
+stage benchmarks 300 python3 -m pytest bench/bench_batched_nms.py bench/bench_merge_tiles.py bench/bench_fcos_targets.py \
   bench/bench_max_iou_assign.py bench/bench_end_to_end.py bench/bench_train_step.py bench/bench_precision.py \
-  -k cuda --benchmark-only \
+  bench/bench_inference.py bench/bench_data_pipeline.py -k cuda --benchmark-only \
   "${pytest_args[@]}" --benchmark-json "$out/bench.json" || status=1
 grep -A 30 "tinyfast benchmarks" "$out/benchmarks.log"
 [ -s "$out/bench.json" ] && python3 -m bench.report "$out/bench.json"  # report.md, report.png beside it

@@ -13,6 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from tinyfast.ops import cuda_available_in_build
+from tinyfast.utils.precision import native_bf16
 
 DEVICES = [
     "cpu",
@@ -27,6 +28,12 @@ DEVICES = [
         ],
     ),
 ]
+
+
+def needs_native_bf16(device: str) -> None:
+    """Skips the calling benchmark where `device` would only emulate bfloat16 (slower than float32)."""
+    if not native_bf16(torch.device(device)):
+        pytest.skip(f"{device} has no native bfloat16: bf16 would be emulated, slower than float32")
 
 
 def quick_mode(benchmark) -> bool:

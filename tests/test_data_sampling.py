@@ -12,6 +12,7 @@ from tinyfast.data.sampling import (
     EpochBatchSampler,
     SeededItems,
     collate_training,
+    loader_workers,
     make_training_loader,
 )
 
@@ -131,3 +132,12 @@ def test_training_loader_gives_the_same_batches_with_or_without_workers_and_repo
     batch, reports = next(iter(make_training_loader(dataset, sampler, num_workers=1)))
     assert reports and all(lost in report for report in reports)
     assert batch is None or first not in [t["image_id"] for t in batch.targets]
+
+
+def test_auto_workers_share_the_cores_less_one_per_process(monkeypatch):
+    assert loader_workers(0) == 0 and loader_workers(3, processes_on_machine=8) == 3  # as asked
+    for cores, processes, expected in [(2, 1, 1), (1, 1, 0), (16, 1, 8), (64, 1, 8), (16, 8, 1), (16, 4, 3)]:
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, cores=cores: set(range(cores)))
+        assert loader_workers(-1, processes) == expected, (cores, processes)
+    with pytest.raises(ValueError, match="train.workers"):
+        loader_workers(-2)

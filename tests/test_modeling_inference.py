@@ -1,7 +1,10 @@
 import copy
+import shutil
+import warnings
 
 import pytest
 import torch
+from cuda_marks import cuda_test
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -9,7 +12,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.modeling.backbone import BackboneFPN
 from tinyfast.modeling.build import build_model
-from tinyfast.modeling.inference import fold_batchnorm, prepare_for_inference, run_network
+from tinyfast.modeling.inference import CompiledNetwork, fold_batchnorm, prepare_for_inference, run_network
 from tinyfast.tiling import TileSettings
 
 
@@ -129,6 +132,81 @@ def test_bfloat16_inference_decodes_boxes_in_float32_and_stays_close(name):
         assert level_ours.dtype == torch.float32
         error = (level_ours - level_theirs).abs().max() / level_theirs.abs().max()
         assert error < 0.05, error.item()
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(name) for name in ("c++", "g++", "clang++")), reason="no C++ compiler for inductor"
+)
+def test_compiled_detector_finds_what_the_prepared_model_finds():
+    model = _detector("adap_fcos")
+    tiles = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    expected = prepare_for_inference(model, "fp32", "cpu").detect_tiles(tiles, SETTINGS)
+    compiled = prepare_for_inference(model, "fp32", "cpu", compile=True)
+    assert isinstance(compiled.backbone, CompiledNetwork) and isinstance(compiled.head, CompiledNetwork)
+    assert not isinstance(model.backbone, CompiledNetwork)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # compiled, not fallen back
+        found = compiled.detect_tiles(tiles, SETTINGS)
+    assert compiled.backbone.failed is None and compiled.head.failed is None
+    for ours, theirs in zip(found, expected, strict=True):
+        assert len(theirs["scores"]) > 0
+        top = min(len(ours["scores"]), len(theirs["scores"]), 20)
+        torch.testing.assert_close(ours["scores"][:top], theirs["scores"][:top], rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(ours["boxes"][:top], theirs["boxes"][:top], rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["adap_fcos", "faster_fpn"])
+def test_where_compiling_fails_the_network_runs_uncompiled_after_one_warning(name, monkeypatch):
+    def failing_compile(network, **options):
+        def compiled(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
+
+        return compiled
+
+    model = _detector(name)
+    tiles = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    expected = prepare_for_inference(model, "fp32", "cpu").detect_tiles(tiles, SETTINGS)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    prepared = prepare_for_inference(model, "fp32", "cpu", compile=True)
+    assert {type(getattr(prepared, part)) for part in prepared.tile_networks} == {CompiledNetwork}
+    with pytest.warns(
+        RuntimeWarning, match="torch.compile failed .*No working C.. compiler found.*uncompiled"
+    ):
+        found = prepared.detect_tiles(tiles, SETTINGS)
+    for ours, theirs in zip(found, expected, strict=True):
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # warned once
+        prepared.detect_tiles(tiles, SETTINGS)
+    with pytest.raises(RuntimeError, match="channels"):  # the network's own errors still show
+        prepared.detect_tiles(torch.zeros(1, 4, 64, 96), SETTINGS)
+
+
+@cuda_test
+def test_on_the_gpu_the_compiled_detector_replays_its_cuda_graph_with_the_same_detections():
+    model = _detector("adap_fcos")
+    generator = torch.Generator().manual_seed(3)
+    batches = [torch.randn(2, 3, 64, 96, generator=generator).cuda() for _ in range(3)]
+    prepared = prepare_for_inference(model, "fp32", "cuda")
+    compiled = prepare_for_inference(model, "fp32", "cuda", compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # compiled, not fallen back
+        found = [compiled.detect_tiles(tiles, SETTINGS) for tiles in batches]  # recorded, then replayed
+        again = compiled.detect_tiles(batches[0], SETTINGS)
+    assert compiled.backbone.failed is None
+    for tiles, ours_batch in zip([*batches, batches[0]], [*found, again], strict=True):
+        for ours, theirs in zip(ours_batch, prepared.detect_tiles(tiles, SETTINGS), strict=True):
+            assert len(theirs["scores"]) > 0
+            top = min(len(ours["scores"]), len(theirs["scores"]), 20)
+            torch.testing.assert_close(ours["scores"][:top], theirs["scores"][:top], rtol=1e-3, atol=1e-3)
+    for ours, theirs in zip(found[0], again, strict=True):  # a replay does not overwrite earlier results
+        assert torch.equal(ours["scores"], theirs["scores"])
+
+
+def test_compile_needs_a_detector_that_names_its_tile_networks():
+    with pytest.raises(ValueError, match="test.compile: Conv2d does not name its tile_networks"):
+        prepare_for_inference(nn.Conv2d(3, 4, 3), "fp32", "cpu", compile=True)
 
 
 def test_run_network_returns_float32_from_a_reduced_precision_network():

@@ -12,7 +12,13 @@ from torchvision.models.detection.image_list import ImageList
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.faster_fpn import multi_level_roi_align
-from tinyfast.modeling.postprocess import level_candidates, tile_nms, with_tile_settings
+from tinyfast.modeling.postprocess import (
+    TileDetections,
+    first_of_each_group,
+    select_level_candidates,
+    tile_nms,
+    with_tile_settings,
+)
 from tinyfast.modeling.retinanet import RetinaNetConfig
 from tinyfast.modeling.sampler import sample_boxes
 from tinyfast.tiling import TileSettings
@@ -126,33 +132,53 @@ def test_sampler_handles_empty_images_and_rejects_bad_arguments():
 @pytest.mark.parametrize("with_quality", [False, True])
 def test_level_candidates_keep_the_top_locations_then_threshold_the_raw_score(with_quality):
     generator = torch.Generator().manual_seed(0)
-    scores = torch.rand(500, 3, generator=generator)
-    quality = torch.rand(500, generator=generator) if with_quality else None
-    location, label, score = level_candidates(scores, 50, 0.3, quality)
-    ranking = scores * (quality[:, None] if with_quality else 1)
-    top = set(ranking.max(1).values.argsort(descending=True)[:50].tolist())
-    expected = {(p, k) for p in top for k in range(3) if scores[p, k] > 0.3}
-    assert set(zip(location.tolist(), label.tolist(), strict=True)) == expected
-    assert torch.equal(score, ranking[location, label])
-    everything, _, _ = level_candidates(scores, -1, 0.0)
-    assert len(everything) == 1500
-    empty = level_candidates(torch.zeros(0, 1), 10, 0.05)
+    scores = torch.rand(2, 500, 3, generator=generator)
+    quality = torch.rand(2, 500, generator=generator) if with_quality else None
+    tile, location, label, score = select_level_candidates(scores, 50, 0.3, quality)
+    ranking = scores * (quality[..., None] if with_quality else 1)
+    assert (tile[1:] >= tile[:-1]).all()
+    for image in range(2):
+        mine = tile == image
+        top = set(ranking[image].max(1).values.argsort(descending=True)[:50].tolist())
+        expected = {(p, k) for p in top for k in range(3) if scores[image, p, k] > 0.3}
+        assert set(zip(location[mine].tolist(), label[mine].tolist(), strict=True)) == expected
+    assert torch.equal(score, ranking[tile, location, label])
+    everything, _, _, _ = select_level_candidates(scores, -1, 0.0)
+    assert len(everything) == 2 * 1500
+    empty = select_level_candidates(torch.zeros(2, 0, 1), 10, 0.05)
     assert all(len(part) == 0 for part in empty)
+    assert all(len(part) == 0 for part in select_level_candidates(torch.zeros(0, 7, 1), 3, 0.05))
 
 
 def test_tile_settings_override_the_config_and_tile_nms_suppresses_and_caps():
     config = with_tile_settings(RetinaNetConfig(), TileSettings(nms_pre=None, score_threshold=0.2))
     assert (config.nms_pre, config.score_threshold) == (2000, 0.2)
     boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10.0]])
-    found = lambda: [  # noqa: E731
-        {"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]), "labels": torch.tensor([0, 0, 0, 1])}
-    ]
-    (kept,) = tile_nms(found(), TileSettings(per_tile_nms=True), 0.5)
+    scores, labels = torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 0, 0, 1])
+    # Tile 0 holds the four boxes, tile 1 the same four (with scores lowered) and tile 2 none: the NMS and
+    # the cap work tile by tile although one call handles the batch.
+    found = TileDetections(
+        torch.cat([boxes, boxes]),
+        torch.cat([scores, scores - 0.5]),
+        torch.cat([labels, labels]),
+        torch.tensor([0] * 4 + [1] * 4),
+        3,
+    )
+    kept, kept_1, kept_2 = tile_nms(found, TileSettings(per_tile_nms=True), 0.5, 2).per_tile()
     assert kept["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6])  # class 1 is not suppressed by class 0
-    (capped,) = tile_nms(found(), TileSettings(per_tile_nms=False, max_per_tile=2), 0.5)
+    assert kept_1["scores"].tolist() == pytest.approx([0.4, 0.2, 0.1]) and len(kept_2["boxes"]) == 0
+    capped, capped_1, _ = tile_nms(found, TileSettings(per_tile_nms=False, max_per_tile=2), 0.5, 2).per_tile()
     assert capped["scores"].tolist() == pytest.approx([0.9, 0.8])
-    (untouched,) = tile_nms(found(), TileSettings(per_tile_nms=False), 0.5)
-    assert len(untouched["boxes"]) == 4
+    assert capped_1["scores"].tolist() == pytest.approx([0.4, 0.3])
+    untouched, untouched_1, _ = tile_nms(found, TileSettings(per_tile_nms=False), 0.5, 2).per_tile()
+    assert len(untouched["boxes"]) == len(untouched_1["boxes"]) == 4
+
+
+def test_first_of_each_group_ranks_rows_within_their_group():
+    groups = torch.tensor([0, 0, 0, 2, 2, 3])
+    assert first_of_each_group(groups, 2, 4).tolist() == [True, True, False, True, True, True]
+    assert first_of_each_group(groups, 0, 4).tolist() == [False] * 6
+    assert len(first_of_each_group(torch.zeros(0, dtype=torch.int64), 5, 3)) == 0
 
 
 def test_multi_level_roi_align_pools_each_roi_on_the_fpn_level_of_its_size():

@@ -25,6 +25,7 @@ from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.engine.curves import read_log, tensorboard_available
 from tinyfast.engine.trainer import train
 from tinyfast.evaluate import main as evaluate_main
+from tinyfast.modeling.inference import CompiledNetwork
 
 RPI_VALID = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyperson-rpi640" / "valid"
 needs_rpi = pytest.mark.skipif(not RPI_VALID.is_dir(), reason="../shared/data/tinyperson-rpi640 not present")
@@ -293,6 +294,7 @@ def test_predict_flags_override_the_models_test_settings(tiny_run):
             "4",
             "--precision",
             "bf16",
+            "--compile",
         ]
     )
     overrides = predict_cli.overrides_of(args)
@@ -320,6 +322,7 @@ def test_predict_flags_override_the_models_test_settings(tiny_run):
     }
     assert detector.inference.policy.truncated == "drop"
     assert test["precision"] == "bf16" and detector.model.inference_dtype is torch.bfloat16
+    assert test["compile"] is True and isinstance(detector.model.backbone, CompiledNetwork)
     assert detector.inference.policy.tile_settings.max_per_tile == 50  # "after": the cap is per tile
     assert detector.inference.policy.tile_settings.score_threshold == 0.2
     assert predict_cli.overrides_of(predict_cli.parse_args([str(tiny_run), "--out", "o"])) == []

@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     test.add_argument(
         "--precision", choices=PRECISION_SETTINGS, help="the network's precision (auto: bf16 where native)"
     )
+    test.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network"
+    )
     return parser.parse_intermixed_args(argv)
 
 
@@ -131,6 +134,7 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
         "test.max_per_img": None if args.max_per_img is None else str(args.max_per_img),
         "test.tile_batch_size": None if args.tile_batch is None else str(args.tile_batch),
         "test.precision": args.precision and json.dumps(args.precision),
+        "test.compile": None if args.compile is None else json.dumps(args.compile),
     }
     return [f"{key}={value}" for key, value in values.items() if value is not None]
 

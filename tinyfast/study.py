@@ -250,7 +250,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
     gt = test_set.ground_truth
     rows = run_study(
-        prepare_for_inference(model, config["test"]["precision"], images[0].device).detect_tiles,
+        prepare_for_inference(
+            model, config["test"]["precision"], images[0].device, config["test"]["compile"]
+        ).detect_tiles,
         images,
         [info["id"] for info in test_set.images],
         gt,

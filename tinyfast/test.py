@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:
         metrics = evaluate_detector(
-            prepare_for_inference(model, config["test"]["precision"], processes.device).detect_tiles,
+            prepare_for_inference(
+                model, config["test"]["precision"], processes.device, config["test"]["compile"]
+            ).detect_tiles,
             config,
             out_dir,
             policy,

@@ -10,6 +10,7 @@ killing the DataLoader; the training loop decides what to do with it.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Iterator
 from functools import partial
@@ -139,6 +140,22 @@ def collate_training(items: list, size_divisor: int = 32) -> TrainingBatch:
     good = [item for item in items if not isinstance(item, BadItem)]
     bad = [item.message for item in items if isinstance(item, BadItem)]
     return TrainingBatch(collate(good, size_divisor) if good else None, bad)
+
+
+MAX_AUTO_WORKERS = 8  # more decoding processes rarely feed a detector's step faster; each costs memory
+
+
+def loader_workers(requested: int, processes_on_machine: int = 1) -> int:
+    """`train.workers`: `requested` when >= 0; -1 ("auto") sizes them to the cores: the cores this process
+    may run on (its CPU affinity) shared by the training processes of the machine, less one for the process
+    itself (it runs the step), at most `MAX_AUTO_WORKERS`. 2 cores, 1 process: 1 worker; 16 cores, 1 GPU: 8;
+    16 cores, 8 GPUs: 1 each."""
+    if requested >= 0:
+        return requested
+    if requested != -1:
+        raise ValueError(f"train.workers must be >= 0, or -1 (auto), got {requested}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(MAX_AUTO_WORKERS, cores // max(1, processes_on_machine) - 1))
 
 
 def make_training_loader(

@@ -79,7 +79,7 @@ class TrainConfig(Section):
     epochs: int = setting(Integer(1))
     steps: tuple[int, ...] = setting(Sequence(Integer(1)))
     batch_size: int = setting(Integer(1))
-    workers: int = setting(Integer(0))
+    workers: int = setting(Integer(-1))  # -1: sized to the cores (tinyfast.data.sampling.loader_workers)
     seed: int = setting(Integer(0, 2**32 - 1))  # numpy's seeds are 32-bit
     deterministic: bool = setting(Flag())
     lr: float = setting(POSITIVE)
@@ -118,6 +118,7 @@ class TestConfig(Section):
     max_per_img: int = setting(Integer(0))
     tile_batch_size: int = setting(Integer(1))
     precision: str = setting(OneOf(PRECISION_SETTINGS))
+    compile: bool = setting(Flag())
 
 
 @dataclass(frozen=True)

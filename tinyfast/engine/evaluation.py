@@ -18,6 +18,7 @@ from tinyfast.evaluation import EvalParams, evaluate, format_report
 from tinyfast.modeling.build import policy_for_model
 from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
 from tinyfast.utils import comm
+from tinyfast.utils.prefetch import prefetch_to_device
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,15 @@ def detect_batches(
     batches: Iterable[tuple[int, Sequence[torch.Tensor]]],
     inference: TiledInference,
     device: torch.device | str = "cpu",
+    read_ahead: int = 2,
 ) -> Iterable[tuple[int, list[dict[str, torch.Tensor]]]]:
     """The test-set inference loop: for each `(index, images)` batch, `inference` on `device`, the
-    detections (on the CPU) of every image, as the batches come."""
-    for index, images in batches:
+    detections (on the CPU) of every image, as the batches come. The next `read_ahead` batches are read
+    (iterating `batches` decodes them) and moved to `device` in a background thread meanwhile
+    (`tinyfast.utils.prefetch`; 0: one at a time, in this thread)."""
+    for index, images in prefetch_to_device(((i, list(b)) for i, b in batches), device, read_ahead):
         with torch.no_grad():
-            detections = inference(detector, [image.to(device) for image in images])
+            detections = inference(detector, images)
         yield index, [{key: value.cpu() for key, value in d.items()} for d in detections]
 
 
@@ -148,11 +152,11 @@ def evaluate_detector(
     mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
     read = ((index, [test_set.read(info) for info in batches[index]]) for index in mine)
     found = list(
-        detect_batches(
-            detector,
-            tqdm(read, total=len(mine), desc=f"test ({policy})", disable=not progress),
-            inference,
-            device,
+        tqdm(
+            detect_batches(detector, read, inference, device),
+            total=len(mine),
+            desc=f"test ({policy})",
+            disable=not progress,
         )
     )
     gathered = comm.gather_objects_to_main(found)

@@ -19,6 +19,7 @@ from tinyfast.engine.evaluation import tiled_inference
 from tinyfast.modeling.build import load_model
 from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import TileSettings
+from tinyfast.utils.prefetch import prefetch_to_device
 
 RUN_CONFIG = "config.toml"
 ImageLike = str | Path | torch.Tensor
@@ -88,7 +89,8 @@ class Detector:
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device | str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = prepare_for_inference(model, config["test"]["precision"], self.device)
+        test = config["test"]
+        self.model = prepare_for_inference(model, test["precision"], self.device, test["compile"])
         self.config = config
         self.normalization = config["data"]["normalization"]
         self.inference = tiled_inference(config)
@@ -112,9 +114,12 @@ class Detector:
         batch_size = batch_size or self.images_per_batch
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        decoded = (
+            (start, [as_rgb_uint8(image) for image in images[start : start + batch_size]])
+            for start in range(0, len(images), batch_size)
+        )
         found = []
-        for start in range(0, len(images), batch_size):
-            batch = [as_rgb_uint8(image).to(self.device) for image in images[start : start + batch_size]]
+        for _, batch in prefetch_to_device(decoded, self.device):  # the next batch decoded meanwhile
             found.extend(self.predict_loaded(batch))
         return found
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from tinyfast.data import DataError
 from tinyfast.data.build import prepare_data, train_dataset
-from tinyfast.data.sampling import EpochBatchSampler, TrainingBatch, make_training_loader
+from tinyfast.data.sampling import EpochBatchSampler, TrainingBatch, loader_workers, make_training_loader
 from tinyfast.engine import distributed
 from tinyfast.engine.checkpoint import (
     LATEST,
@@ -172,8 +173,9 @@ class Trainer:
                 f"{len(dataset)} training items do not fill one batch of {settings.batch_size} "
                 f"in each of {processes.world_size} process(es)"
             )
+        workers = loader_workers(settings.workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         loader = make_training_loader(
-            dataset, sampler, num_workers=settings.workers, pin_memory=self.device.type == "cuda"
+            dataset, sampler, num_workers=workers, pin_memory=self.device.type == "cuda"
         )
         return sampler, loader
 
@@ -302,7 +304,10 @@ class Trainer:
             return {**outcome, "skipped": "a batch without readable images"}
         images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = [
-            {"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
+            {
+                "boxes": t["boxes"].to(self.device, non_blocking=True),
+                "labels": t["labels"].to(self.device, non_blocking=True),
+            }
             for t in batch.targets
         ]
         # A skipped batch must not leave its trace in the BatchNorm statistics either.
@@ -360,7 +365,7 @@ class Trainer:
     def _evaluate(self, records) -> dict[str, float]:
         test = self.settings.test
         metrics = evaluate_detector(
-            prepare_for_inference(self.model, test.precision, self.device).detect_tiles,
+            prepare_for_inference(self.model, test.precision, self.device, test.compile).detect_tiles,
             self.config,
             self.run_dir,
             test.policy,

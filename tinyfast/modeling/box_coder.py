@@ -10,7 +10,7 @@ reference's: dividing by 0.1 and multiplying by 10 differ in the last bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -36,15 +36,22 @@ class DeltaBoxCoder:
         deltas = torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
         return deltas / deltas.new_tensor(self.stds)
 
-    def decode(self, boxes: Tensor, deltas: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
-        """`image_size` is (height, width); None leaves the boxes unclipped."""
+    def decode(
+        self,
+        boxes: Tensor,
+        deltas: Tensor,
+        image_size: tuple[int, int] | None = None,
+        exp: Callable[[Tensor], Tensor] = torch.exp,
+    ) -> Tensor:
+        """`image_size` is (height, width); None leaves the boxes unclipped. `exp` computes the size factors
+        (`tinyfast.modeling.postprocess.exp_in_runs` keeps each tile's boxes independent of its batch)."""
         deltas = deltas.float() * deltas.new_tensor(self.stds, dtype=torch.float32)
         boxes = boxes.float()
         px, py = (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
         pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
         dw = deltas[..., 2].clamp(-self.max_log_ratio, self.max_log_ratio)
         dh = deltas[..., 3].clamp(-self.max_log_ratio, self.max_log_ratio)
-        gw, gh = pw * dw.exp(), ph * dh.exp()
+        gw, gh = pw * exp(dw), ph * exp(dh)
         gx, gy = px + pw * deltas[..., 0], py + ph * deltas[..., 1]
         decoded = torch.stack([gx - gw * 0.5, gy - gh * 0.5, gx + gw * 0.5, gy + gh * 0.5], dim=-1)
         if image_size is not None:

@@ -1,6 +1,7 @@
 """What Adap FCOS and Adap RetinaNet share: backbone -> head -> per-level priors, then the losses in
 training, or the candidates of each image (top `nms_pre` per level) at inference and, for tiled inference,
-`detect_tiles` with the tile settings and the per-tile NMS. A subclass gives the head-specific parts."""
+`detect_tiles` with the tile settings and the per-tile NMS, each step batched over the images (no loop per
+image or tile). A subclass gives the head-specific parts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from tinyfast.modeling.inference import run_network
-from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
+from tinyfast.modeling.postprocess import TileDetections, tile_nms, with_tile_settings
 from tinyfast.tiling.detector import TileSettings
 
 
@@ -20,10 +21,11 @@ class DenseDetector(nn.Module, abc.ABC):
 
     Subclasses set `self.config`, `self.backbone` (images -> FPN levels) and `self.head` (levels -> a tuple of
     per-level outputs), and define `priors` (the points or anchors of each level), `level_candidates` (one
-    level of one image) and `losses(*outputs, priors, targets)`."""
+    level of all images) and `losses(*outputs, priors, targets)`."""
 
     dense_head = True  # the merge policies treat it as a dense head (tinyfast.tiling.merge_policy)
     inference_dtype: torch.dtype | None = None  # the network's autocast dtype in detect_tiles
+    tile_networks = ("backbone", "head")  # what test.compile compiles (tinyfast.modeling.inference)
 
     def priors(self, outputs: tuple[list[Tensor], ...], device: torch.device) -> list[Tensor]:
         raise NotImplementedError
@@ -32,15 +34,10 @@ class DenseDetector(nn.Module, abc.ABC):
         raise NotImplementedError
 
     def level_candidates(
-        self,
-        outputs: tuple[list[Tensor], ...],
-        priors: list[Tensor],
-        image: int,
-        level: int,
-        image_size,
-        config,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Boxes (image pixels), scores and labels of the candidates of `level` in image `image`."""
+        self, outputs: tuple[list[Tensor], ...], priors: list[Tensor], level: int, image_size, config
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Images, boxes (image pixels), scores and labels of the candidates of `level` in every image,
+        grouped by image (`tinyfast.modeling.postprocess.select_level_candidates`)."""
         raise NotImplementedError
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
@@ -58,23 +55,19 @@ class DenseDetector(nn.Module, abc.ABC):
         `score_thr`, applied to the raw class score)."""
         config = with_tile_settings(self.config, settings)
         self.eval()
+        torch.compiler.cudagraph_mark_step_begin()  # a new batch: a compiled network's CUDA graph may rerun
         outputs = run_network(self.inference_dtype, lambda images: self.head(self.backbone(images)), tiles)
-        found = self.candidates(outputs, self.priors(outputs, tiles.device), tiles.shape[-2:], config)
-        return tile_nms(found, settings, config.nms_iou)
+        found = self.batch_candidates(outputs, self.priors(outputs, tiles.device), tiles.shape[-2:], config)
+        return tile_nms(found, settings, config.nms_iou, config.num_classes).per_tile()
 
     @torch.no_grad()
     def candidates(self, outputs, priors, image_size, config=None) -> list[dict[str, Tensor]]:
+        """The candidates of each image: level after level, in a level as `level_candidates` gives them."""
+        return self.batch_candidates(outputs, priors, image_size, config).per_tile()
+
+    def batch_candidates(self, outputs, priors, image_size, config=None) -> TileDetections:
         config = self.config if config is None else config
-        results = []
-        for image in range(outputs[0][0].shape[0]):
-            boxes, scores, labels = zip(
-                *(
-                    self.level_candidates(outputs, priors, image, level, image_size, config)
-                    for level in range(len(priors))
-                ),
-                strict=True,
-            )
-            results.append(
-                {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
-            )
-        return results
+        parts = [
+            self.level_candidates(outputs, priors, level, image_size, config) for level in range(len(priors))
+        ]
+        return TileDetections.from_parts(parts, outputs[0][0].shape[0])

@@ -27,7 +27,7 @@ from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.layers import assign_to_gts, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import tile_nms, with_tile_settings
+from tinyfast.modeling.postprocess import TileDetections, first_of_each_group, tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
 from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
@@ -123,6 +123,7 @@ class FasterFPN(nn.Module):
 
     dense_head = False
     inference_dtype: torch.dtype | None = None  # the networks' autocast dtype in detect_tiles
+    tile_networks = ("backbone", "rpn_head")  # what test.compile compiles (tinyfast.modeling.inference)
 
     def __init__(self, config: FasterFPNConfig = FasterFPNConfig()):
         super().__init__()
@@ -234,6 +235,14 @@ class FasterFPN(nn.Module):
         """Per image: the top `nms_pre` anchors of each level by objectness, decoded and clipped to the
         image, those of zero width or height dropped, NMS at `rpn_nms_iou` within each level, then the best
         `max_proposals` of the image (mmdetection 2.x's RPN `get_bboxes`)."""
+        boxes, images = self.batch_proposals(objectness, deltas, anchors, image_size, nms_pre, max_proposals)
+        return list(boxes.split(torch.bincount(images, minlength=objectness[0].shape[0]).tolist()))
+
+    @torch.no_grad()
+    def batch_proposals(
+        self, objectness, deltas, anchors, image_size, nms_pre: int, max_proposals: int
+    ) -> tuple[Tensor, Tensor]:
+        """`proposals` of all images in one tensor `[R, 4]`, grouped by image, and the image of each."""
         num_images, num_levels = objectness[0].shape[0], len(objectness)
         boxes, scores, groups = [], [], []
         for level, level_anchors in enumerate(anchors):
@@ -256,8 +265,11 @@ class FasterFPN(nn.Module):
         sizes = boxes[:, 2:] - boxes[:, :2]
         valid = torch.nonzero((sizes > 0).all(dim=1)).flatten()
         keep = valid[batched_nms(boxes[valid], scores[valid], groups[valid], self.config.rpn_nms_iou)]
+        # Kept by decreasing score over the batch; a stable sort by image keeps that order in each image.
+        keep = keep[torch.sort(groups[keep] // num_levels, stable=True).indices]
         kept_image = groups[keep] // num_levels
-        return [boxes[keep[kept_image == image][:max_proposals]] for image in range(num_images)]
+        best = first_of_each_group(kept_image, max_proposals, num_images)
+        return boxes[keep[best]], kept_image[best]
 
     @torch.no_grad()
     def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
@@ -265,22 +277,25 @@ class FasterFPN(nn.Module):
         `settings.score_threshold` the RCNN's `score_thr`; the RCNN NMS runs when `settings.per_tile_nms`."""
         config = with_tile_settings(self.config, settings)
         self.eval()
-        return tile_nms(self.candidates(tiles, config), settings, config.nms_iou)
+        found = self.batch_candidates(tiles, config)
+        return tile_nms(found, settings, config.nms_iou, config.num_classes).per_tile()
 
     @torch.no_grad()
     def candidates(self, images: Tensor, config: FasterFPNConfig) -> list[dict[str, Tensor]]:
+        """The detections of each image, RoI by RoI (as the RPN ranks them), then class."""
+        return self.batch_candidates(images, config).per_tile()
+
+    @torch.no_grad()
+    def batch_candidates(self, images: Tensor, config: FasterFPNConfig) -> TileDetections:
         image_size = tuple(images.shape[-2:])
+        torch.compiler.cudagraph_mark_step_begin()  # a new batch: a compiled network's CUDA graph may rerun
         features = run_network(self.inference_dtype, self.backbone, images)
         objectness, deltas = self.rpn_head(features)
         anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in objectness], images.device)
-        proposals = self.proposals(
+        proposals, image_index = self.batch_proposals(
             objectness, deltas, anchors, image_size, config.nms_pre, config.rpn_max_proposals
         )
-        image_index = torch.repeat_interleave(
-            torch.arange(len(proposals), device=images.device),
-            torch.tensor([len(p) for p in proposals], device=images.device),
-        )
-        rois = torch.cat([image_index[:, None].to(proposals[0]), torch.cat(proposals)], dim=1)
+        rois = torch.cat([image_index[:, None].to(proposals), proposals], dim=1)
         class_logits, box_deltas = run_network(
             self.inference_dtype,
             self.box_head,
@@ -290,14 +305,8 @@ class FasterFPN(nn.Module):
         boxes = self.roi_coder.decode(
             rois[:, None, 1:], box_deltas.reshape(len(rois), config.num_classes, 4), image_size
         )
-        results = []
-        for image in range(len(proposals)):
-            mine = image_index == image
-            roi, label = (scores[mine] > config.score_threshold).nonzero(as_tuple=True)
-            results.append(
-                {"boxes": boxes[mine][roi, label], "scores": scores[mine][roi, label], "labels": label}
-            )
-        return results
+        roi, label = (scores > config.score_threshold).nonzero(as_tuple=True)
+        return TileDetections(boxes[roi, label], scores[roi, label], label, image_index[roi], len(images))
 
 
 def _samples_normalizer(positive: Tensor, negative: Tensor, rows_per_image: int, num_images: int) -> Tensor:

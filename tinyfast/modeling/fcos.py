@@ -18,7 +18,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.dense_detector import DenseDetector
 from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import level_candidates
+from tinyfast.modeling.postprocess import select_level_candidates, sigmoid_tile_by_tile
 from tinyfast.ops import fcos_targets
 from tinyfast.utils.comm import sum_over_processes, world_size
 from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
@@ -180,17 +180,17 @@ class AdapFCOS(DenseDetector):
         )
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
 
-    def level_candidates(self, outputs, priors, image, level, image_size, config):
+    def level_candidates(self, outputs, priors, level, image_size, config):
         logits, distances, centerness = outputs
         height, width = image_size
-        location, label, score = level_candidates(
-            logits[level][image].flatten(1).T.sigmoid(),
+        image, location, label, score = select_level_candidates(
+            sigmoid_tile_by_tile(logits[level].flatten(2).transpose(1, 2)),
             config.nms_pre,
             config.score_threshold,
-            quality=centerness[level][image].flatten().sigmoid(),
+            quality=sigmoid_tile_by_tile(centerness[level].flatten(1)),
         )
-        level_distances = distances[level][image].flatten(1).T[location] * config.strides[level]
+        level_distances = distances[level].flatten(2).transpose(1, 2)[image, location] * config.strides[level]
         boxes = distances_to_boxes(priors[level][location], level_distances)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        return boxes, score, label
+        return image, boxes, score, label

@@ -1,5 +1,6 @@
 """A trained detector prepared for inference: BatchNorm folded into the convolutions, channels-last memory,
-and the network (not the box decoding) run in reduced precision where the hardware has it.
+the network (not the box decoding) run in reduced precision where the hardware has it and, on request,
+compiled for the fixed shape of the tiles.
 
 Folding: the normalisation of a model in eval mode is an affine map per channel, so a convolution followed
 by it is one convolution with a bias, the same function up to rounding, without a pass over its output."""
@@ -7,6 +8,7 @@ by it is one convolution with a bias, the same function up to rounding, without 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,14 +60,58 @@ def _fold_pair(parent: nn.Module, conv_name: str, norm_name: str) -> None:
     setattr(parent, norm_name, nn.Identity())
 
 
-def prepare_for_inference(model: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module, precision: str, device: torch.device | str, compile: bool = False
+) -> nn.Module:
     """A copy of `model` for tiled inference on `device` at `precision` ("auto", "fp32", "bf16", "fp16":
     `test.precision`): eval mode, BatchNorm folded, weights channels last, and the detector's
     `inference_dtype` set so that its `detect_tiles` runs the network under autocast in that dtype and
-    decodes boxes in float32. `model` itself is left as it is (a training run evaluates its own copy)."""
+    decodes boxes in float32; with `compile` (`test.compile`), its tile networks compiled
+    (`compile_tile_networks`). `model` itself is left as it is (a training run evaluates its own copy)."""
     prepared = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
     prepared.inference_dtype = resolve_precision(precision, device, "test.precision")
+    if compile:
+        compile_tile_networks(prepared, torch.device(device))
     return prepared
+
+
+def compile_tile_networks(model: nn.Module, device: torch.device) -> None:
+    """Replaces each of the detector's `tile_networks` (the submodules that only see the tiles' fixed shape:
+    backbone and dense head; not the RoI head, whose input size varies) by a `CompiledNetwork`: compiled by
+    `torch.compile` for that shape, on a GPU in "reduce-overhead" mode, which replays it as a CUDA graph (one
+    launch per batch of tiles, not one per layer)."""
+    names = getattr(model, "tile_networks", None)
+    if not names:
+        raise ValueError(f"test.compile: {type(model).__name__} does not name its tile_networks")
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    for name in names:
+        setattr(model, name, CompiledNetwork(getattr(model, name), mode))
+
+
+class CompiledNetwork(nn.Module):
+    """`network` compiled with `torch.compile` (static shapes: one compilation per tile batch shape), or,
+    where compiling fails (the CPU backend needs a C++ compiler; a backend may not support an operation), the
+    network itself: the first failure warns, naming the error, and every later call runs eagerly. An error
+    of the network itself is raised again by the eager call."""
+
+    def __init__(self, network: nn.Module, mode: str | None = None):
+        super().__init__()
+        self.network = network
+        self.compiled = torch.compile(network, mode=mode, dynamic=False)
+        self.failed: str | None = None  # why compiling failed, once it has
+
+    def forward(self, images: torch.Tensor):
+        if self.failed is None:
+            try:
+                return self.compiled(images)
+            except Exception as error:  # noqa: BLE001 (any failure of the compiler; see the class doc)
+                self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                warnings.warn(
+                    f"test.compile: torch.compile failed ({self.failed}); the network runs uncompiled",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self.network(images)
 
 
 def run_network(dtype: torch.dtype | None, network: Callable[[torch.Tensor], Any], images: torch.Tensor):

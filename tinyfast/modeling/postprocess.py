@@ -1,9 +1,12 @@
-"""Inference steps shared by the detectors: the dense heads' per-level selection, and the per-tile NMS and
-cap that a merge policy asks of a detector (`tinyfast.tiling.TileSettings`)."""
+"""Inference steps shared by the detectors, on a whole batch of tiles at once: the dense heads' per-level
+selection, and the per-tile NMS and cap that a merge policy asks of a detector
+(`tinyfast.tiling.TileSettings`). No step loops over the tiles: a batch costs a few kernels whatever its
+size, which on a GPU is what keeps post-processing near the network's own cost."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,22 +15,88 @@ from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
 
 
-def level_candidates(
-    class_scores: Tensor, nms_pre: int, score_threshold: float, quality: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One image, one FPN level, as the reference's dense heads select (mmdetection 2.x `get_bboxes` and
-    `multiclass_nms`): the `nms_pre` locations (rows of `class_scores` `[P, K]`, sigmoid scores) whose best
-    class score, times `quality` `[P]` when given (FCOS's centerness), is highest (all when `nms_pre` <= 0),
-    then every (location, class) whose raw class score is above `score_threshold`.
+def sigmoid_tile_by_tile(values: Tensor) -> Tensor:
+    """`values.sigmoid()` of `[B, ...]` values of B tiles. On the CPU each tile's values go through the
+    kernel on their own (one C++ loop, `torch._foreach_sigmoid`): ATen's vectorised exp and the scalar one
+    it uses for the remainder of a SIMD run round differently in the last bit, so a tile's scores would
+    otherwise depend on the batch it came in. On a GPU every element takes the same path: one kernel."""
+    if values.device.type != "cpu" or len(values) == 0:
+        return values.sigmoid()
+    return torch.stack(torch._foreach_sigmoid(values.unbind(0)))
 
-    Returns their locations (rows), classes and scores (class score x quality)."""
-    ranking = class_scores if quality is None else class_scores * quality[:, None]
-    locations = torch.arange(len(class_scores), device=class_scores.device)
-    if 0 < nms_pre < len(class_scores):
-        locations = ranking.max(1).values.topk(nms_pre).indices
-        class_scores, ranking = class_scores[locations], ranking[locations]
-    location, label = (class_scores > score_threshold).nonzero(as_tuple=True)
-    return locations[location], label, ranking[location, label]
+
+def exp_in_runs(values: Tensor, runs: list[int] | None) -> Tensor:
+    """`values.exp()` of a 1-D tensor, on the CPU run by run (`runs`: the lengths of consecutive runs, e.g.
+    the candidates of each tile), each as if alone (see `sigmoid_tile_by_tile`)."""
+    if runs is None or values.device.type != "cpu":
+        return values.exp()
+    return torch.cat(torch._foreach_exp(values.split(runs))) if runs else values.exp()
+
+
+def select_level_candidates(
+    class_scores: Tensor, nms_pre: int, score_threshold: float, quality: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One FPN level of a batch of tiles, as the reference's dense heads select in each image (mmdetection
+    2.x `get_bboxes` and `multiclass_nms`): in every tile the `nms_pre` locations (rows of `class_scores`
+    `[B, P, K]`, sigmoid scores) whose best class score, times `quality` `[B, P]` when given (FCOS's
+    centerness), is highest (all when `nms_pre` <= 0), then every (location, class) whose raw class score is
+    above `score_threshold`.
+
+    Returns their tiles, locations (rows), classes and scores (class score x quality), tile by tile and, in
+    a tile, by decreasing rank of the location, then class."""
+    ranking = class_scores if quality is None else class_scores * quality[..., None]
+    num_tiles, num_locations, num_classes = class_scores.shape
+    if 0 < nms_pre < num_locations:
+        locations = ranking.max(2).values.topk(nms_pre, dim=1).indices
+        picked = locations[..., None].expand(-1, -1, num_classes)
+        class_scores, ranking = class_scores.gather(1, picked), ranking.gather(1, picked)
+    else:
+        locations = torch.arange(num_locations, device=class_scores.device).expand(num_tiles, -1)
+    tile, row, label = (class_scores > score_threshold).nonzero(as_tuple=True)
+    return tile, locations[tile, row], label, ranking[tile, row, label]
+
+
+class TileDetections(NamedTuple):
+    """The detections of a batch of `num_tiles` tiles in one set of tensors, grouped by tile (`tiles` is
+    non-decreasing), each tile's in the order the detector gives them."""
+
+    boxes: Tensor  # [N, 4] x1y1x2y2 in the pixels of the tile
+    scores: Tensor  # [N]
+    labels: Tensor  # [N] int64
+    tiles: Tensor  # [N] int64, the tile of each detection
+    num_tiles: int
+
+    @classmethod
+    def from_parts(cls, parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], num_tiles: int):
+        """One or more `(tiles, boxes, scores, labels)` parts (each grouped by tile, e.g. one per FPN level)
+        put together: every tile's detections part after part."""
+        tiles, boxes, scores, labels = (torch.cat(column) for column in zip(*parts, strict=True))
+        order = torch.sort(tiles, stable=True).indices
+        return cls(boxes[order], scores[order], labels[order], tiles[order], num_tiles)
+
+    def select(self, rows: Tensor) -> TileDetections:
+        """The detections at `rows` (which must keep them grouped by tile)."""
+        return TileDetections(
+            self.boxes[rows], self.scores[rows], self.labels[rows], self.tiles[rows], self.num_tiles
+        )
+
+    def per_tile(self) -> list[dict[str, Tensor]]:
+        """One `{"boxes", "scores", "labels"}` dict per tile (views, no copies)."""
+        counts = torch.bincount(self.tiles, minlength=self.num_tiles).tolist()
+        return [
+            {"boxes": boxes, "scores": scores, "labels": labels}
+            for boxes, scores, labels in zip(
+                self.boxes.split(counts), self.scores.split(counts), self.labels.split(counts), strict=True
+            )
+        ]
+
+
+def first_of_each_group(groups: Tensor, limit: int, num_groups: int) -> Tensor:
+    """A mask of the first `limit` rows of each group, for rows grouped by `groups` (non-decreasing ids in
+    `[0, num_groups)`): a rank within the group computed for all groups at once."""
+    counts = torch.bincount(groups, minlength=num_groups)
+    rank = torch.arange(len(groups), device=groups.device) - (torch.cumsum(counts, 0) - counts)[groups]
+    return rank < limit
 
 
 def with_tile_settings(config, settings: TileSettings):
@@ -41,16 +110,18 @@ def with_tile_settings(config, settings: TileSettings):
     return replace(config, **changes)
 
 
-def tile_nms(found: list[dict[str, Tensor]], settings: TileSettings, iou_threshold: float) -> list[dict]:
+def tile_nms(
+    found: TileDetections, settings: TileSettings, iou_threshold: float, num_classes: int
+) -> TileDetections:
     """Class-aware NMS at `iou_threshold` in each tile when `settings.per_tile_nms`, then at most
-    `settings.max_per_tile` detections by score (in place; returns `found`)."""
+    `settings.max_per_tile` detections by score in each tile, by decreasing score (ties: the detector's
+    order), all tiles in one `batched_nms` call (groups: tile x class)."""
     if not settings.per_tile_nms and settings.max_per_tile is None:
         return found
     iou = iou_threshold if settings.per_tile_nms else 1.0  # IoU is never above 1: nothing suppressed
-    for detections in found:
-        keep = batched_nms(detections["boxes"], detections["scores"], detections["labels"], iou)
-        if settings.max_per_tile is not None:
-            keep = keep[: settings.max_per_tile]
-        for key in detections:
-            detections[key] = detections[key][keep]
-    return found
+    keep = batched_nms(found.boxes, found.scores, found.tiles * num_classes + found.labels, iou)
+    # Kept by decreasing score over the batch; a stable sort by tile keeps that order within each tile.
+    keep = keep[torch.sort(found.tiles[keep], stable=True).indices]
+    if settings.max_per_tile is not None:
+        keep = keep[first_of_each_group(found.tiles[keep], settings.max_per_tile, found.num_tiles)]
+    return found.select(keep)

@@ -19,7 +19,7 @@ from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.dense_detector import DenseDetector
 from tinyfast.modeling.layers import assign_to_gts, conv_tower, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import level_candidates
+from tinyfast.modeling.postprocess import exp_in_runs, select_level_candidates, sigmoid_tile_by_tile
 from tinyfast.utils.comm import sum_over_processes, world_size
 from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
 
@@ -124,13 +124,20 @@ class AdapRetinaNet(DenseDetector):
         loss_bbox = F.l1_loss(flat_deltas[positive], delta_targets, reduction="sum") / normalizer
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
-    def level_candidates(self, outputs, priors, image, level, image_size, config):
+    def level_candidates(self, outputs, priors, level, image_size, config):
         logits, deltas = outputs
-        location, label, score = level_candidates(
-            flatten_levels([logits[level][image : image + 1]], config.num_classes)[0].float().sigmoid(),
+        image, location, label, score = select_level_candidates(
+            sigmoid_tile_by_tile(flatten_levels([logits[level]], config.num_classes).float()),
             config.nms_pre,
             config.score_threshold,
         )
-        level_deltas = flatten_levels([deltas[level][image : image + 1]], 4)[0]
-        boxes = self.box_coder.decode(priors[level][location], level_deltas[location], tuple(image_size))
-        return boxes, score, label
+        level_deltas = flatten_levels([deltas[level]], 4)[image, location]
+        runs = (
+            torch.bincount(image, minlength=len(logits[level])).tolist()
+            if image.device.type == "cpu"
+            else None
+        )
+        boxes = self.box_coder.decode(
+            priors[level][location], level_deltas, tuple(image_size), exp=lambda x: exp_in_runs(x, runs)
+        )
+        return image, boxes, score, label
