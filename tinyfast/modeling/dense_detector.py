@@ -26,6 +26,7 @@ class DenseDetector(nn.Module, abc.ABC):
     dense_head = True  # the merge policies treat it as a dense head (tinyfast.tiling.merge_policy)
     inference_dtype: torch.dtype | None = None  # the network's autocast dtype in detect_tiles
     tile_networks = ("backbone", "head")  # what test.compile compiles (tinyfast.modeling.inference)
+    cuda_graphs = False  # whether they were compiled into CUDA graphs
 
     def priors(self, outputs: tuple[list[Tensor], ...], device: torch.device) -> list[Tensor]:
         raise NotImplementedError
@@ -55,7 +56,8 @@ class DenseDetector(nn.Module, abc.ABC):
         `score_thr`, applied to the raw class score)."""
         config = with_tile_settings(self.config, settings)
         self.eval()
-        torch.compiler.cudagraph_mark_step_begin()  # a new batch: a compiled network's CUDA graph may rerun
+        if self.cuda_graphs:  # a new batch: the graphs may overwrite the outputs of the previous one
+            torch.compiler.cudagraph_mark_step_begin()
         outputs = run_network(self.inference_dtype, lambda images: self.head(self.backbone(images)), tiles)
         found = self.batch_candidates(outputs, self.priors(outputs, tiles.device), tiles.shape[-2:], config)
         return tile_nms(found, settings, config.nms_iou, config.num_classes).per_tile()

@@ -124,6 +124,7 @@ class FasterFPN(nn.Module):
     dense_head = False
     inference_dtype: torch.dtype | None = None  # the networks' autocast dtype in detect_tiles
     tile_networks = ("backbone", "rpn_head")  # what test.compile compiles (tinyfast.modeling.inference)
+    cuda_graphs = False  # whether they were compiled into CUDA graphs
 
     def __init__(self, config: FasterFPNConfig = FasterFPNConfig()):
         super().__init__()
@@ -288,7 +289,8 @@ class FasterFPN(nn.Module):
     @torch.no_grad()
     def batch_candidates(self, images: Tensor, config: FasterFPNConfig) -> TileDetections:
         image_size = tuple(images.shape[-2:])
-        torch.compiler.cudagraph_mark_step_begin()  # a new batch: a compiled network's CUDA graph may rerun
+        if self.cuda_graphs:  # a new batch: the graphs may overwrite the outputs of the previous one
+            torch.compiler.cudagraph_mark_step_begin()
         features = run_network(self.inference_dtype, self.backbone, images)
         objectness, deltas = self.rpn_head(features)
         anchors = self.anchor_generator([tuple(level.shape[-2:]) for level in objectness], images.device)

@@ -86,6 +86,7 @@ def compile_tile_networks(model: nn.Module, device: torch.device) -> None:
     mode = "reduce-overhead" if device.type == "cuda" else None
     for name in names:
         setattr(model, name, CompiledNetwork(getattr(model, name), mode))
+    model.cuda_graphs = mode == "reduce-overhead"  # its detect_tiles then marks each batch a new step
 
 
 class CompiledNetwork(nn.Module):
