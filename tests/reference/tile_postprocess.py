@@ -4,6 +4,8 @@ time, the per-tile NMS tile by tile, Faster-FPN's RoI detections image by image.
 
 import torch
 
+from tinyfast.modeling import AdapFCOS
+from tinyfast.modeling.faster_fpn import multi_level_roi_align
 from tinyfast.modeling.fcos import distances_to_boxes
 from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.layers import flatten_levels
@@ -81,8 +83,6 @@ def tile_nms(found, settings, iou_threshold):
 
 def dense_detect_tiles(model, tiles, settings):
     """`DenseDetector.detect_tiles` for an `AdapFCOS` or an `AdapRetinaNet`."""
-    from tinyfast.modeling import AdapFCOS
-
     per_level = fcos_level_candidates if isinstance(model, AdapFCOS) else retinanet_level_candidates
     config = with_tile_settings(model.config, settings)
     model.eval()
@@ -119,8 +119,6 @@ def rpn_proposals(model, objectness, deltas, anchors, image_size, nms_pre, max_p
 
 def faster_fpn_detect_tiles(model, tiles, settings):
     """`FasterFPN.detect_tiles`, its RoI detections image by image."""
-    from tinyfast.modeling.faster_fpn import multi_level_roi_align
-
     config = with_tile_settings(model.config, settings)
     model.eval()
     with torch.no_grad():

@@ -67,6 +67,7 @@ class DenseDetector(nn.Module, abc.ABC):
         """The candidates of each image: level after level, in a level as `level_candidates` gives them."""
         return self.batch_candidates(outputs, priors, image_size, config).per_tile()
 
+    @torch.no_grad()
     def batch_candidates(self, outputs, priors, image_size, config=None) -> TileDetections:
         config = self.config if config is None else config
         parts = [
