@@ -61,13 +61,21 @@ def test_refinement_is_the_score_weighted_mean_of_the_points_over_the_threshold(
 def test_refinement_keeps_only_points_nearer_their_own_annotated_point():
     bags, annotated = hand_built_bags()
     valid = torch.ones(2, 3, dtype=torch.bool)
-    scores = torch.tensor([[0.1, 0.1, 0.9], [0.1, 0.1, 0.9]])  # (6, 0) is nearer (10, 0), (4, 0) nearer (0, 0)
+    scores = torch.tensor(
+        [[0.1, 0.1, 0.9], [0.1, 0.1, 0.9]]
+    )  # (6, 0) is nearer (10, 0), (4, 0) nearer (0, 0)
     refined, counts = refine_bags(bags, valid, scores, annotated, threshold=0.05)
     assert counts.tolist() == [2, 2]
     assert torch.allclose(refined, torch.tensor([[1.0, 0.0], [9.0, 0.0]]))
     # An equidistant point belongs to neither; another image's object (`others`) takes points too.
-    tie = refine_bags(torch.tensor([[[5.0, 0.0]]]), torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 1),
-                      annotated[:1], 0.05, others=annotated)
+    tie = refine_bags(
+        torch.tensor([[[5.0, 0.0]]]),
+        torch.ones(1, 1, dtype=torch.bool),
+        torch.ones(1, 1),
+        annotated[:1],
+        0.05,
+        others=annotated,
+    )
     assert tie[1].tolist() == [0] and tie[0].tolist() == [[0.0, 0.0]]
 
 
@@ -77,14 +85,23 @@ def test_refinement_falls_back_to_the_annotated_point():
     invalid = torch.zeros(2, 3, dtype=torch.bool)
     refined, counts = refine_bags(bags, invalid, scores, annotated, threshold=0.05)
     assert torch.equal(refined, annotated) and counts.tolist() == [0, 0]
-    refined, counts = refine_bags(bags, torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3), annotated, 0.05)
+    refined, counts = refine_bags(
+        bags, torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3), annotated, 0.05
+    )
     assert torch.equal(refined, annotated) and counts.tolist() == [0, 0]
-    empty = refine_bags(torch.zeros(0, 3, 2), torch.zeros(0, 3, dtype=torch.bool), torch.zeros(0, 3),
-                        torch.zeros(0, 2), 0.05)
+    empty = refine_bags(
+        torch.zeros(0, 3, 2), torch.zeros(0, 3, dtype=torch.bool), torch.zeros(0, 3), torch.zeros(0, 2), 0.05
+    )
     assert empty[0].shape == (0, 2) and empty[1].shape == (0,)
     # A point at the same place as the bag's own annotated point (a duplicate click) is its own.
-    same = refine_bags(bags[:1], torch.ones(1, 3, dtype=torch.bool), torch.full((1, 3), 0.5), annotated[:1],
-                       0.05, others=torch.cat([annotated[:1], annotated[:1]]))
+    same = refine_bags(
+        bags[:1],
+        torch.ones(1, 3, dtype=torch.bool),
+        torch.full((1, 3), 0.5),
+        annotated[:1],
+        0.05,
+        others=torch.cat([annotated[:1], annotated[:1]]),
+    )
     assert same[1].tolist() == [3]
 
 
@@ -117,7 +134,9 @@ def test_losses_are_finite_and_decrease_over_a_few_steps():
         optimizer.step()
         totals.append(float(total.detach()))
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
-    refined = model.refine(images, [(64, 64)] * 2, [t["points"] for t in targets], [t["labels"] for t in targets])
+    refined = model.refine(
+        images, [(64, 64)] * 2, [t["points"] for t in targets], [t["labels"] for t in targets]
+    )
     for (points, counts), target in zip(refined, targets, strict=True):
         assert points.shape == target["points"].shape and counts.shape == (3,)
         assert ((points - target["points"]).norm(dim=1) <= 2 * 4 + 1e-4).all()  # within the bag's circle

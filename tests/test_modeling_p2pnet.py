@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tinyfast.modeling.build import build_model, model_settings
+from tinyfast.modeling.build import build_model, model_kind, model_settings, policy_for_model
 from tinyfast.modeling.p2pnet import P2PNet, P2PNetConfig, cell_proposals, match_points
 
 pytest.importorskip("scipy")
@@ -30,8 +30,12 @@ def brute_force_cost(cost: torch.Tensor) -> float:
     """The least total cost of a one-to-one assignment covering the smaller side, by enumeration."""
     rows, cols = cost.shape
     if rows >= cols:
-        return min(sum(float(cost[r, c]) for c, r in enumerate(p)) for p in itertools.permutations(range(rows), cols))
-    return min(sum(float(cost[r, c]) for r, c in enumerate(p)) for p in itertools.permutations(range(cols), rows))
+        return min(
+            sum(float(cost[r, c]) for c, r in enumerate(p)) for p in itertools.permutations(range(rows), cols)
+        )
+    return min(
+        sum(float(cost[r, c]) for r, c in enumerate(p)) for p in itertools.permutations(range(cols), rows)
+    )
 
 
 def matching_cost(pred, probs, gt, labels, dw, cw):
@@ -77,7 +81,12 @@ def test_proposals_are_a_regular_grid_inside_each_cell():
     points = cell_proposals(2, 3, 8, 2)
     assert points.shape == (2 * 3 * 4, 2)
     assert points[:4].tolist() == [[2.0, 2.0], [6.0, 2.0], [2.0, 6.0], [6.0, 6.0]]  # cell (0, 0)
-    assert points[4:8].tolist() == [[10.0, 2.0], [14.0, 2.0], [10.0, 6.0], [14.0, 6.0]]  # cell (0, 1): x first
+    assert points[4:8].tolist() == [
+        [10.0, 2.0],
+        [14.0, 2.0],
+        [10.0, 6.0],
+        [14.0, 6.0],
+    ]  # cell (0, 1): x first
     assert cell_proposals(1, 1, 4, 1).tolist() == [[2.0, 2.0]]
 
 
@@ -91,7 +100,9 @@ def toy_batch(seed: int = 0):
         centres = torch.randint(4, 60, (4, 2), generator=generator)
         labels = torch.tensor([0, 1, 0, 1])
         for (x, y), label in zip(centres.tolist(), labels.tolist(), strict=True):
-            images[image, :, y - 1 : y + 2, x - 1 : x + 2] = 2.0 if label == 0 else torch.tensor([2.0, -1, -1]).view(3, 1, 1)
+            images[image, :, y - 1 : y + 2, x - 1 : x + 2] = (
+                2.0 if label == 0 else torch.tensor([2.0, -1, -1]).view(3, 1, 1)
+            )
         targets.append({"points": centres.float() + 0.5, "labels": labels, "boxes": torch.zeros(4, 4)})
     return images, targets
 
@@ -141,6 +152,9 @@ def test_inference_gives_points_scores_labels_and_sizes_inside_each_image():
 def test_config_is_registered_and_checked():
     settings = {"name": "p2pnet", "backbone": "resnet18", "pretrained": False, "strides": [4, 8, 16]}
     assert isinstance(build_model({**settings, "backbone_norm": "batch"}), P2PNet)
+    assert model_kind(settings) == "localiser" and model_kind({"name": "adap_fcos"}) == "detector"
+    with pytest.raises(ValueError, match="'p2pnet' is a point model: tiled inference with a box merge"):
+        policy_for_model("during", settings)
     with pytest.raises(ValueError, match=r"model.point_stride must be an int in \[4, 8\], got 16"):
         model_settings({**settings, "point_stride": 16})
     with pytest.raises(ValueError, match="model.point_stride must be 4 or 8 and one of model.strides"):

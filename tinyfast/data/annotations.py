@@ -119,7 +119,9 @@ class TaskTargets:
     boxes: np.ndarray
     labels: np.ndarray
     ignore_boxes: np.ndarray
-    points: np.ndarray | None = None  # of the positives, aligned with `labels`, when the annotations have them
+    points: np.ndarray | None = (
+        None  # of the positives, aligned with `labels`, when the annotations have them
+    )
 
 
 @dataclass

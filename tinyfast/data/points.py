@@ -253,5 +253,5 @@ def point_json(path: str | Path, source: str, seed: int = 0) -> dict:
 
 
 def training_points(path: str | Path, source: str, seed: int = 0) -> AnnotationSet:
-    """``point_json`` loaded, every image's annotations carrying their points (``ImageAnnotations.points``)."""
+    """``point_json`` loaded, each image's annotations carrying their points (``ImageAnnotations.points``)."""
     return point_annotations_from_coco(point_json(path, source, seed), str(path)).attached()

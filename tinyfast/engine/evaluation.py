@@ -17,9 +17,9 @@ from tinyfast.data.annotations import read_json, task_ground_truth, task_scoring
 from tinyfast.data.errors import DataError
 from tinyfast.data.points import point_json
 from tinyfast.data.transforms import normalize, pad_to_multiple, read_image
+from tinyfast.engine.refinement import format_refine_report, refine_point_json
 from tinyfast.evaluation import EvalParams, evaluate, evaluate_points, format_point_report, format_report
 from tinyfast.modeling.build import model_kind, policy_for_model
-from tinyfast.engine.refinement import format_refine_report, refine_point_json
 from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
 from tinyfast.utils import comm
@@ -241,7 +241,9 @@ def evaluate_localiser(
     found = []
     for index in tqdm(mine, desc="test (points)", disable=not progress):
         with torch.no_grad():
-            points = localise_whole_images(localiser, [test_set.read(info).to(device) for info in batches[index]])
+            points = localise_whole_images(
+                localiser, [test_set.read(info).to(device) for info in batches[index]]
+            )
         found.append((index, [{key: value.cpu() for key, value in p.items()} for p in points]))
     gathered = comm.gather_objects_to_main(found)
     metrics = None

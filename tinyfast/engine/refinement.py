@@ -65,7 +65,12 @@ def refine_point_json(
 
 def _report(before, after, centres, moved) -> dict[str, float]:
     if not centres:
-        return {"refined_points": 0, "refined_share": 0.0, "mean_distance_input": -1.0, "mean_distance_refined": -1.0}
+        return {
+            "refined_points": 0,
+            "refined_share": 0.0,
+            "mean_distance_input": -1.0,
+            "mean_distance_refined": -1.0,
+        }
     centre = np.concatenate(centres)
     return {
         "refined_points": len(centre),
@@ -78,6 +83,7 @@ def _report(before, after, centres, moved) -> dict[str, float]:
 def format_refine_report(report: dict) -> str:
     """`refine_point_json`'s report in one line."""
     return (
-        f"{report['refined_points']} points, {100 * report['refined_share']:.1f}% moved; mean distance to the "
-        f"box centres: {report['mean_distance_input']:.2f} px before, {report['mean_distance_refined']:.2f} px after"
+        f"{report['refined_points']} points, {100 * report['refined_share']:.1f}% moved; mean distance to "
+        f"the box centres: {report['mean_distance_input']:.2f} px before, "
+        f"{report['mean_distance_refined']:.2f} px after"
     )

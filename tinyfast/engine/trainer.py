@@ -43,7 +43,11 @@ log = logging.getLogger("tinyfast.train")
 
 # The target fields each kind of model is trained on (tinyfast.modeling.build.model_kind): the point
 # models never see the boxes of a point-annotated json, which are there for evaluation only.
-SUPERVISION = {"detector": ("boxes", "labels"), "localiser": ("points", "labels"), "refiner": ("points", "labels")}
+SUPERVISION = {
+    "detector": ("boxes", "labels"),
+    "localiser": ("points", "labels"),
+    "refiner": ("points", "labels"),
+}
 
 
 def check_supervision(config: dict) -> str:
@@ -57,7 +61,9 @@ def check_supervision(config: dict) -> str:
             "`point`), 'coarse' or 'centre' (drawn from the boxes)"
         )
     if kind == "detector" and points:
-        raise ValueError(f"data.points = {points!r} is for the point models; model.name = {name!r} trains on boxes")
+        raise ValueError(
+            f"data.points = {points!r} is for the point models; model.name = {name!r} trains on boxes"
+        )
     return kind
 
 

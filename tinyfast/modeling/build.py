@@ -80,6 +80,11 @@ def policy_for_model(
     """The merge policy `name` with the model's test settings (`nms_pre` overridable here) and its kind:
     see `tinyfast.tiling.detector_merge_policy`."""
     model_class, _ = _detector(model_config)
+    if model_class.kind != "detector":
+        raise ValueError(
+            f"model.name = {model_config['name']!r} is a point model: tiled inference with a box merge "
+            "policy (test policies, predict, study) is for the box detectors (docs/points.md)"
+        )
     settings = model_settings(model_config)
     return detector_merge_policy(
         name,

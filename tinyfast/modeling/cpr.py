@@ -68,13 +68,17 @@ def bag_offsets(radius: float) -> Tensor:
     return inside[torch.argsort(inside.square().sum(1), stable=True)]
 
 
-def bag_points(annotated: Tensor, radius: float, stride: int, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def bag_points(
+    annotated: Tensor, radius: float, stride: int, image_size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
     """The bags of `annotated` [G, 2] points: [G, M, 2] candidate points (pixels) and [G, M] whether each
     lies in the image (h, w)."""
     offsets = bag_offsets(radius).to(annotated.device) * stride
     points = annotated[:, None, :] + offsets[None]
     height, width = image_size
-    valid = (points[..., 0] >= 0) & (points[..., 0] <= width) & (points[..., 1] >= 0) & (points[..., 1] <= height)
+    valid = (
+        (points[..., 0] >= 0) & (points[..., 0] <= width) & (points[..., 1] >= 0) & (points[..., 1] <= height)
+    )
     return points, valid
 
 
@@ -85,12 +89,19 @@ def sample_at(maps: Tensor, points: Tensor, stride: int) -> Tensor:
     shape = points.shape[:-1]
     flat = points.reshape(1, -1, 1, 2)
     grid = torch.stack([flat[..., 0] / (stride * width), flat[..., 1] / (stride * height)], dim=-1) * 2 - 1
-    sampled = F.grid_sample(maps[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(
+        maps[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     return sampled[0, :, :, 0].T.reshape(*shape, maps.shape[0])
 
 
 def refine_bags(
-    bags: Tensor, valid: Tensor, scores: Tensor, annotated: Tensor, threshold: float, others: Tensor | None = None
+    bags: Tensor,
+    valid: Tensor,
+    scores: Tensor,
+    annotated: Tensor,
+    threshold: float,
+    others: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """CPR's refinement of G bags: `bags` [G, M, 2] points, `valid` [G, M], `scores` [G, M] (the class
     score of each bag's object), `annotated` [G, 2] the bags' annotated points, `others` [K, 2] every
@@ -145,7 +156,9 @@ class CPR(nn.Module):
     def __init__(self, config: CPRConfig = CPRConfig()):
         super().__init__()
         if config.strides[0] != STRIDE:
-            raise ValueError(f"CPR runs on the stride-4 level: model.strides must start at 4, got {config.strides}")
+            raise ValueError(
+                f"CPR runs on the stride-4 level: model.strides must start at 4, got {config.strides}"
+            )
         self.config = config
         self.backbone = BackboneFPN.from_config(config, "on_output")
         self.head = CPRHead(config.channels, config.num_classes, config.stacked_convs, config.head_group_norm)
@@ -188,7 +201,9 @@ class CPR(nn.Module):
                 bag_ins = sample_at(ins_map, bags, STRIDE).masked_fill(~valid[..., None], float("-inf"))
                 bag_score = (bag_ins.softmax(1) * bag_cls.sigmoid()).sum(1)  # [G, C]
                 mil.append(F.binary_cross_entropy(bag_score.clamp(1e-6, 1 - 1e-6), one_hot, reduction="sum"))
-                annotated_loss.append(sigmoid_focal_loss(sample_at(cls_map, points, STRIDE), one_hot, **focal))
+                annotated_loss.append(
+                    sigmoid_focal_loss(sample_at(cls_map, points, STRIDE), one_hot, **focal)
+                )
             # Negatives: the cells outside the circles of every object of the class.
             near = torch.cdist(cells, points) <= config.bag_radius * STRIDE  # [HW, G]
             negatives = (near.float() @ one_hot) == 0  # [HW, C]
