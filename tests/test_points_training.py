@@ -13,7 +13,7 @@ from tinyfast import refine as refine_cli
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
 from tinyfast.data.dataset import TinyPersonDataset
-from tinyfast.data.points import centre_points, training_points
+from tinyfast.data.points import centre_points, generate_coarse_points, training_points
 from tinyfast.engine.config import CONFIG_DIR
 
 pytest.importorskip("scipy")
@@ -41,6 +41,19 @@ def test_training_items_carry_the_points_of_the_objects_whose_point_is_in_the_cu
         _, mirrored = flipped[index]
         assert torch.allclose(mirrored["points"][:, 0], (x2 - x1) - points[:, 0])
         assert torch.equal(mirrored["points"][:, 1], points[:, 1])
+
+
+def test_resized_training_images_resize_their_points_too(tiny_synthetic_set):
+    path = tiny_synthetic_set / "annotations" / "train.json"
+    annotations = training_points(path, "centre")
+    whole = dict(train=False, cut=False, skip_dense=False)
+    plain = TinyPersonDataset(annotations, tiny_synthetic_set / "images", **whole)
+    halved = TinyPersonDataset(annotations, tiny_synthetic_set / "images", image_scale=(0.5, 0.25), **whole)
+    _, target = plain[1]
+    _, resized = halved[1]
+    height, width = target["size"]
+    factors = torch.tensor([resized["size"][1] / width, resized["size"][0] / height])
+    assert torch.allclose(resized["points"], target["points"] * factors, atol=1e-4)
 
 
 def tiny_overrides(root, run, test_json):
@@ -115,6 +128,16 @@ def test_cpr_trains_and_refines_the_training_points(tiny_synthetic_set, one_test
     # The refined json trains the localiser as it is (data.points = "annotated").
     annotations = training_points(out, "annotated")
     assert annotations.num_annotations == len(source["annotations"])
+    # With data.image_scale the images are refined resized, and the points written back in the json's pixels:
+    # each within the bag's circle (5 cells of 4 px at half size) of its coarse point.
+    halved = tmp_path / "refined_half.json"
+    assert refine_cli.main([str(run), "data.image_scale=0.5", "--out", str(halved), "--no-progress"]) == 0
+    coarse = {a["id"]: a["point"] for a in generate_coarse_points(source, seed=0)["annotations"]}
+    moved = [
+        np.hypot(*np.subtract(a["point"], coarse[a["id"]]))
+        for a in json.loads(halved.read_text())["annotations"]
+    ]
+    assert max(moved) <= 5 * 4 / 0.5 + 1e-3
 
 
 def test_a_config_whose_points_do_not_fit_its_model_stops_with_one_line(tmp_path, capsys):

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         progress=not args.no_progress,
         name=str(name),
+        image_scale=data["image_scale"],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(refined, separators=(",", ":")))

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from tinyfast.data.errors import DataError
+from tinyfast.data.transforms import axis_scales, resized_size
 
 Corner = tuple[int, int, int, int]
 Task = Literal["all", "sea", "earth"]
@@ -66,7 +67,7 @@ class ImageAnnotations:
     logo: np.ndarray
     in_dense_image: np.ndarray
     # [n, 2] x, y in the entry's pixels: each annotation's `point` when read from a point-annotated json
-    # (tinyfast.data.points.with_points), else None.
+    # (`tinyfast.data.points.PointAnnotationSet.attached`), else None.
     points: np.ndarray | None = None
 
     @staticmethod
@@ -119,9 +120,7 @@ class TaskTargets:
     boxes: np.ndarray
     labels: np.ndarray
     ignore_boxes: np.ndarray
-    points: np.ndarray | None = (
-        None  # of the positives, aligned with `labels`, when the annotations have them
-    )
+    points: np.ndarray | None = None  # of the positives, aligned with `labels`, if the annotations have them
 
 
 @dataclass
@@ -163,6 +162,29 @@ class AnnotationSet:
             ignore_boxes=anns.boxes[~positive],
             points=None if anns.points is None else anns.points[positive],
         )
+
+    def resized(self, scale: float | tuple[float, float]) -> AnnotationSet:
+        """The set as it would be with every image resized by `scale` (a number, or (x, y) factors): sizes
+        rounded to whole pixels, boxes and regions scaled by the exact factors of each side. Full-image
+        entries only: a corner entry's crop would move."""
+        sx, sy = axis_scales(scale)
+        if sx == sy == 1:
+            return self
+        if any(info.corner is not None for info in self.images):
+            raise DataError(f"{self.path}: a corner json cannot be resized; resize the full images' json")
+        images, annotations = [], {}
+        for info in self.images:
+            width, height = resized_size(info.width, info.height, (sx, sy))
+            factors = np.array([width / info.width, height / info.height] * 2)
+            regions = tuple(tuple(float(v) for v in np.array(r) * factors) for r in info.erase_regions)
+            images.append(replace(info, width=width, height=height, erase_regions=regions))
+            if info.id in self.annotations:
+                anns = self.annotations[info.id]
+                areas = anns.areas * factors[0] * factors[1]
+                annotations[info.id] = anns.with_boxes(anns.boxes * factors, areas)
+                if anns.points is not None:
+                    annotations[info.id] = annotations[info.id].with_points(anns.points * factors[:2])
+        return replace(self, images=images, annotations=annotations)
 
     def to_coco(self) -> dict:
         """The json dict: every field the loader reads, in the reference's layout."""

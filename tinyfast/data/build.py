@@ -20,7 +20,7 @@ from tinyfast.data.dataset import TinyPersonDataset
 from tinyfast.data.points import POINT_SOURCES, training_points
 from tinyfast.data.synthetic import PRESETS, generate
 from tinyfast.data.transforms import NORMALIZATIONS
-from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, Text, setting
+from tinyfast.utils.schema import Flag, Integer, OneOf, ScaleFactor, Section, Sequence, Text, setting
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class DataConfig(Section):
     sub_size: tuple[int, int] = setting(Sequence(Integer(1), length=2))
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
+    image_scale: float | tuple[float, float] = setting(ScaleFactor())
     points: str = setting(OneOf(("", *POINT_SOURCES)))
     points_seed: int = setting(Integer(0, 2**32 - 1))
 
@@ -88,4 +89,5 @@ def train_dataset(data: DataConfig) -> TinyPersonDataset:
         min_objects=data.min_objects_per_cut,
         sub_size=data.sub_size,
         normalization=data.normalization,
+        image_scale=data.image_scale,
     )

@@ -278,6 +278,7 @@ def evaluate_refiner(
         device=device,
         progress=progress,
         name=str(data["test_annotations"]),
+        image_scale=data["image_scale"],
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "refined_test.json").write_text(json.dumps(refined, separators=(",", ":")))

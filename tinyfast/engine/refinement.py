@@ -9,10 +9,11 @@ import os
 
 import numpy as np
 import torch
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 from tqdm import tqdm
 
 from tinyfast.data.points import point_annotations_from_coco
-from tinyfast.data.transforms import normalize, pad_to_multiple, read_image
+from tinyfast.data.transforms import axis_scales, normalize, pad_to_multiple, read_image, resized_size
 
 
 def refine_point_json(
@@ -25,12 +26,16 @@ def refine_point_json(
     device: torch.device | str = "cpu",
     progress: bool = True,
     name: str = "<COCO dict>",
+    image_scale: float | tuple[float, float] = 1.0,
 ) -> tuple[dict, dict[str, float]]:
     """A copy of the point-annotated COCO json `data` (images under `image_dir`, `name` in errors) whose
     persons of `task` carry their refined `point` (ignore regions keep theirs), and the report:
     `mean_distance_input` and `mean_distance_refined` (pixels from the refined annotations' points to their
     box centres), `refined_share` (the share whose point moved: the others had no bag point passing the
-    rules) and `refined_points` (how many)."""
+    rules) and `refined_points` (how many). `image_scale` (`data.image_scale`: a factor or (x, y) factors)
+    resizes each image, and its points, as the refiner was trained; the refined points are written back in
+    the json's own pixels."""
+    scale = axis_scales(image_scale)
     annotations = point_annotations_from_coco(data, name).attached()
     refined_by_id: dict[int, list[float]] = {}
     before, after, centres, moved = [], [], [], []
@@ -43,12 +48,17 @@ def refine_point_json(
         if info.corner is not None:
             x1, y1, x2, y2 = info.corner
             image = image[:, y1:y2, x1:x2]
+        factors = torch.ones(2)
+        if scale != (1, 1):
+            width, height = resized_size(image.shape[2], image.shape[1], scale)
+            factors = torch.tensor([width / image.shape[2], height / image.shape[1]])
+            image = resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
         image = normalize(image, normalization).to(device)
-        points = torch.from_numpy(anns.points[positive]).float().to(device)
+        points = (torch.from_numpy(anns.points[positive]).float() * factors).to(device)
         labels = torch.zeros(len(points), dtype=torch.long, device=device)  # one class per task
         size = tuple(image.shape[-2:])
         ((refined, counts),) = refiner.refine(pad_to_multiple([image], 32), [size], [points], [labels])
-        refined = refined.double().cpu().numpy()
+        refined = (refined.cpu() / factors).double().numpy()
         for ann_id, point in zip(anns.ids[positive].tolist(), refined.tolist(), strict=True):
             refined_by_id[ann_id] = point
         boxes = anns.boxes[positive]
