@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ class TinyPersonDataset(Dataset):
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
     images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes
     (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
+    `categories` (names) keeps only those categories of the json (`load_annotations`; COCO's "person").
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
     """
 
@@ -61,9 +63,12 @@ class TinyPersonDataset(Dataset):
         min_objects: int = 0,
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
+        categories: Collection[str] | None = None,
     ):
         self.annotations = (
-            ann_file if isinstance(ann_file, AnnotationSet) else load_annotations(ann_file, on_error)
+            ann_file
+            if isinstance(ann_file, AnnotationSet)
+            else load_annotations(ann_file, on_error, categories)
         )
         self.image_dir = str(image_dir)
         self.task = task
