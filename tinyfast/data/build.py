@@ -83,7 +83,8 @@ class DataConfig(Section):
         low, high = self.scale_match_range
         if not low < high:
             raise ValueError(
-                f"data.scale_match_range must be [low, high] with low < high, got {list(self.scale_match_range)}"
+                "data.scale_match_range must be [low, high] with low < high, got "
+                f"{list(self.scale_match_range)}"
             )
         gaussian = self.scale_match_gaussian
         if len(gaussian) not in (0, 2) or (gaussian and gaussian[1] <= 0):

@@ -96,7 +96,9 @@ class EpochBatchSampler(Sampler[list[ItemKey]]):
         mine = order[self.rank : self.world_size * per_process : self.world_size].tolist()
         for batch in range(self.start_batch, self.batches_per_epoch):
             indices = mine[batch * self.batch_size : (batch + 1) * self.batch_size]
-            yield [ItemKey(index, derived_seed(self.seed, self.epoch, index), self.epoch) for index in indices]
+            yield [
+                ItemKey(index, derived_seed(self.seed, self.epoch, index), self.epoch) for index in indices
+            ]
 
 
 class BadItem(NamedTuple):

@@ -153,7 +153,9 @@ def model_checkpoint(source: str | Path, what: str = "model") -> Path:
     path = Path(source)
     if path.is_dir():
         if not (path / LATEST).is_file():
-            raise ValueError(f"{what} {path} is a folder without {LATEST}: not a run folder of a trained model")
+            raise ValueError(
+                f"{what} {path} is a folder without {LATEST}: not a run folder of a trained model"
+            )
         return path / LATEST
     if path.is_file():
         return path

@@ -110,7 +110,9 @@ def load_matching(model: nn.Module, state: Mapping[str, Tensor]) -> PartialLoad:
     return PartialLoad(
         loaded=tuple(matching),
         mismatched=tuple(
-            (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and k not in matching
+            (k, tuple(v.shape), tuple(own[k].shape))
+            for k, v in state.items()
+            if k in own and k not in matching
         ),
         missing=tuple(k for k in own if k not in state),
         unexpected=tuple(k for k in state if k not in own),
