@@ -145,11 +145,14 @@ def test_the_category_filter_keeps_persons_and_crowds_become_ignore_regions(sets
     assert len(everything.annotations.categories) == 2
 
 
+TARGET = "data.scale_match_target"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.scale_match=sm", "data.scale_match_target="], "data.scale_match = 'sm' needs data.scale_match_target"),
-        (["data.scale_match=gaussian", "data.scale_match_target="], "data.scale_match = 'gaussian' needs data.scale_match_target"),
+        (["data.scale_match=sm", "data.scale_match_target="], f"data.scale_match = 'sm' needs {TARGET}"),
+        (["data.scale_match=gaussian", f"{TARGET}="], f"data.scale_match = 'gaussian' needs {TARGET}"),
         (["data.scale_match=fast"], "data.scale_match must be one of ['none', 'sm', 'msm', 'gaussian']"),
         (["data.scale_match_range=[1.0, 0.5]"], "data.scale_match_range must be [low, high] with low < high"),
         (["data.scale_match_range=[0, 0.5]"], "data.scale_match_range[0] must be a finite number > 0"),

@@ -73,8 +73,9 @@ def test_the_run_logs_one_line_of_what_did_not_load_and_a_resumed_run_keeps_its_
     with caplog.at_level(logging.INFO, logger="tinyfast.train"), distributed.launch("cpu") as processes:
         trainer = Trainer(resumed, run, processes, progress=False, resume="auto")
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in trained.items())
-    assert f"model.init_from = {str(pretrained)!r} not applied: the run resumes from {run / 'latest.pth'}" in (
-        caplog.text
+    assert (
+        f"model.init_from = {str(pretrained)!r} not applied: the run resumes from {run / 'latest.pth'}"
+        in (caplog.text)
     )
 
 
@@ -96,9 +97,13 @@ def test_load_matching_reports_missing_unexpected_and_mismatched_tensors():
 def test_bad_init_from_is_one_error_naming_the_key(pretrained, smoke_overrides, tmp_path):
     def start(*overrides):
         with distributed.launch("cpu") as processes:
-            Trainer(fine_tune_config(smoke_overrides, *overrides), tmp_path / "run", processes, progress=False)
+            Trainer(
+                fine_tune_config(smoke_overrides, *overrides), tmp_path / "run", processes, progress=False
+            )
 
-    with pytest.raises(ValueError, match=r"^model.init_from .*nowhere is neither a run folder nor a checkpoint"):
+    with pytest.raises(
+        ValueError, match=r"^model.init_from .*nowhere is neither a run folder nor a checkpoint"
+    ):
         start(f"model.init_from={tmp_path / 'nowhere'}")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"^model.init_from .*empty is a folder without latest.pth"):
@@ -109,7 +114,9 @@ def test_bad_init_from_is_one_error_naming_the_key(pretrained, smoke_overrides, 
     save_atomically({"weights": 1}, tmp_path / "bare.pth")
     with pytest.raises(ValueError, match=r"bare.pth: the checkpoint holds no model"):
         start(f"model.init_from={tmp_path / 'bare.pth'}")
-    with pytest.raises(ValueError, match=r"tensor\(s\) of the backbone did not load .*would keep them untrained"):
+    with pytest.raises(
+        ValueError, match=r"tensor\(s\) of the backbone did not load .*would keep them untrained"
+    ):
         start(f"model.init_from={pretrained}", "model.backbone=resnet34", 'model.backbone_norm="frozen"',
               "model.frozen_stages=1")  # fmt: skip
     with pytest.raises(ValueError, match=r"^model.init_from must be a string, got 5$"):

@@ -28,8 +28,10 @@ def test_the_shipped_pairs_pretrain_on_coco_persons_and_fine_tune_from_the_pretr
     assert second["data"]["scale_match"] == "none"
     assert second["data"]["train_annotations"].endswith("data/tiny_set/annotations/tiny_set_train.json")
     assert first["model"]["name"] == second["model"]["name"]
-    assert first["train"]["grad_clip"] == second["train"]["grad_clip"] == (
-        1.0 if pretrain.startswith("retinanet_clip") else 0.0
+    assert (
+        first["train"]["grad_clip"]
+        == second["train"]["grad_clip"]
+        == (1.0 if pretrain.startswith("retinanet_clip") else 0.0)
     )
 
 
@@ -51,7 +53,9 @@ def small_head(name: str) -> list[str]:
     return ["model.fc_channels=32"] if name.startswith("faster_fpn") else ["model.stacked_convs=1"]
 
 
-@pytest.mark.parametrize(("pretrain", "finetune"), [PAIRS[0], PAIRS[3]], ids=["faster_fpn_sm", "retinanet_clip_msm"])
+@pytest.mark.parametrize(
+    ("pretrain", "finetune"), [PAIRS[0], PAIRS[3]], ids=["faster_fpn_sm", "retinanet_clip_msm"]
+)
 def test_a_few_iterations_of_each_stage(pretrain, finetune, sets, tmp_path):
     first_run, second_run = tmp_path / "pretrain", tmp_path / "finetune"
     first = load_config(pretrain, [
