@@ -36,6 +36,7 @@ from tinyfast.utils.schema import (
     Integer,
     OneOf,
     Real,
+    ScaleFactor,
     Section,
     Sequence,
     Text,
@@ -65,6 +66,7 @@ class DataConfig(Section):
     sub_size: tuple[int, int] = setting(Sequence(Integer(1), length=2))
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
+    image_scale: float | tuple[float, float] = setting(ScaleFactor())
     train_categories: tuple[str, ...] = setting(Sequence(Text()))
     skip_bad_annotations: bool = setting(Flag())
     scale_match: str = setting(OneOf(SCALE_MATCHES))
@@ -142,6 +144,7 @@ def train_dataset(data: DataConfig, seed: int = 0) -> Dataset:
         normalization=data.normalization,
         on_error="skip" if data.skip_bad_annotations else "raise",
         categories=data.train_categories or None,
+        image_scale=data.image_scale,
     )
     if not matched:
         return dataset
