@@ -17,7 +17,7 @@ COMMANDS = {
     "refine": ("tinyfast.refine", "refine point annotations with a trained CPR"),
     "evaluate": ("tinyfast.evaluate", "score a COCO results json with the TinyPerson evaluation"),
     "convert": ("tinyfast.data.convert", "convert YOLO labels or cut corner images"),
-    "study": ("tinyfast.study", "the merge-policy study of a trained model"),
+    "study": ("tinyfast.study", "the merge-policy study of a model; scale-match: the Scale Match study"),
     "plot": ("tinyfast.plot", "draw a run folder's training curves (curves.png)"),
     "synthetic": ("tinyfast.data.synthetic", "generate the synthetic TinyPerson-like set"),
 }

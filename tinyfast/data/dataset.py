@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,6 +61,7 @@ class TinyPersonDataset(Dataset):
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
     images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes
     (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
+    `categories` (names) keeps only those categories of the json (`load_annotations`; COCO's "person").
     `image_scale` (a factor, or (x, y) factors) resizes every full image and its annotations before anything
     else, so that cuts and targets are in the resized pixels (bilinear; objects too small for the model).
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
@@ -83,9 +85,10 @@ class TinyPersonDataset(Dataset):
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
         image_scale: float | tuple[float, float] = 1.0,
+        categories: Collection[str] | None = None,
     ):
         if not isinstance(ann_file, AnnotationSet):
-            ann_file = load_annotations(ann_file, on_error)
+            ann_file = load_annotations(ann_file, on_error, categories)
         self.image_scale = axis_scales(image_scale)
         self.annotations = ann_file.resized(self.image_scale)
         self.image_dir = str(image_dir)

@@ -22,6 +22,7 @@ from tinyfast.engine import distributed
 from tinyfast.engine.checkpoint import (
     LATEST,
     load_checkpoint,
+    model_checkpoint,
     remove_partial_writes,
     restore_rng_states,
     resume_path,
@@ -35,7 +36,7 @@ from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
 from tinyfast.modeling.backbone import check_pretrained
-from tinyfast.modeling.build import build_model, model_kind
+from tinyfast.modeling.build import build_model, load_matching, model_kind
 from tinyfast.utils import comm
 from tinyfast.utils.precision import resolve_precision
 
@@ -138,6 +139,11 @@ class Trainer:
         comm.barrier()
         self.sampler, self.loader = self._data()
         self.model = self._model()
+        init_from = self.settings.model.init_from
+        if init_from and checkpoint is None:
+            self._init_from(init_from)
+        elif init_from:
+            self._info(f"model.init_from = {init_from!r} not applied: the run resumes from {checkpoint}")
         lr = linear_scaled_lr(
             settings.lr, settings.reference_batch, processes.world_size, settings.batch_size
         )
@@ -183,7 +189,7 @@ class Trainer:
 
     def _data(self) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
         settings, processes = self.settings.train, self.processes
-        dataset = train_dataset(self.settings.data)
+        dataset = train_dataset(self.settings.data, settings.seed)
         sampler = EpochBatchSampler(
             len(dataset),
             settings.batch_size,
@@ -212,6 +218,28 @@ class Trainer:
             message = f"BatchNorm statistics are per process: {world_size} CPU processes do not train as one"
             self._info(f"{message} (SyncBatchNorm needs GPUs)", logging.WARNING)
         return model
+
+    def _init_from(self, source: str) -> None:
+        """`model.init_from`: every tensor of a pre-trained model whose name and shape match; one line says
+        what did not load. A frozen backbone (frozen BatchNorm or stages) must load entirely: its weights
+        come from there, not from ImageNet."""
+        path = model_checkpoint(source, "model.init_from")
+        state = load_checkpoint(path).get("model")
+        if not isinstance(state, dict):
+            raise ValueError(f"model.init_from {path}: the checkpoint holds no model")
+        report = load_matching(self.model, state)
+        self._info(f"model.init_from {path}: {report.summary()}")
+        if not report.loaded:
+            raise ValueError(f"model.init_from {path}: no tensor of it matches this config's model")
+        model = self.settings.model
+        frozen = model.backbone_norm == "frozen" or model.frozen_stages >= 0
+        backbone = [name for name in report.not_loaded if name.startswith("backbone.")]
+        if frozen and backbone:
+            raise ValueError(
+                f"model.init_from {path}: {len(backbone)} tensor(s) of the backbone did not load (e.g. "
+                f"{backbone[0]}), and a frozen backbone (model.backbone_norm = {model.backbone_norm!r}, "
+                f"model.frozen_stages = {model.frozen_stages}) would keep them untrained"
+            )
 
     def _info(self, message: str, level: int = logging.INFO) -> None:
         if self.processes.is_main:
