@@ -106,8 +106,8 @@ class DataConfig(Section):
             )
         if self.points and self.scale_match != "none":
             raise ValueError(
-                f"data.points = {self.points!r} and data.scale_match = {self.scale_match!r} do not go together: "
-                "Scale Match resizes box-annotated images (leave one of them unset)"
+                f"data.points = {self.points!r} and data.scale_match = {self.scale_match!r} do not go "
+                "together: Scale Match resizes box-annotated images (leave one of them unset)"
             )
 
 
