@@ -16,7 +16,7 @@ def seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def tiled_point_detections(generator, scales=(1.0, 1.5), flips=True, num_classes=2, persons=300):
+def tiled_point_detections(generator, scales=(1.0, 1.5), flips=True, num_classes=2, persons=120):
     """Detections of persons by every tile view (scale, flip) that sees their centre: 1-3 jittered points
     each, in the pixels of the view as the detector saw it; plus a few background points per view."""
     views = [
@@ -107,8 +107,7 @@ def first_per_unit(keep, units, cap):
     return torch.tensor(result, dtype=torch.int64)
 
 
-def plain_merge(inputs, policy, threshold, score_threshold=None, max_per_img=None, class_agnostic=False):
-    rows = plain_image_points(*inputs)
+def plain_merge(rows, policy, threshold, score_threshold=None, max_per_img=None, class_agnostic=False):
     tile = torch.tensor([r[0] for r in rows])
     image = torch.tensor([r[1] for r in rows])
     points = torch.stack([torch.stack([r[2], r[3]]) for r in rows])
@@ -161,16 +160,23 @@ def merge(inputs, policy, threshold, **options):
     )
 
 
+@pytest.fixture(scope="module")
+def scenario():
+    """Tiled detections of two images and their points mapped one by one (the slow part, done once)."""
+    inputs = tiled_point_detections(seeded(1))
+    return inputs, plain_image_points(*inputs)
+
+
 @pytest.mark.parametrize("policy", ["during", "after"])
 @pytest.mark.parametrize(
     "options",
     [{}, {"score_threshold": 0.3, "max_per_img": 50}, {"max_per_img": 5, "class_agnostic": True}],
     ids=["plain", "threshold-and-cap", "agnostic-small-cap"],
 )
-def test_both_policies_equal_the_plain_composition(policy, options):
-    inputs = tiled_point_detections(seeded(1))
+def test_both_policies_equal_the_plain_composition(scenario, policy, options):
+    inputs, rows = scenario
     got = merge(inputs, policy, 0.5, **options)
-    assert_same_detections(got, plain_merge(inputs, policy, 0.5, **options))
+    assert_same_detections(got, plain_merge(rows, policy, 0.5, **options))
     for found in got:
         assert torch.equal(found["scores"], found["scores"].sort(descending=True).values)
     if "max_per_img" in options and policy == "during":
