@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from tinyfast.data.annotations import TASKS
 from tinyfast.data.dataset import TinyPersonDataset
+from tinyfast.data.points import POINT_SOURCES, training_points
 from tinyfast.data.synthetic import PRESETS, generate
 from tinyfast.data.transforms import NORMALIZATIONS
 from tinyfast.utils.schema import Flag, Integer, OneOf, ScaleFactor, Section, Sequence, Text, setting
@@ -43,6 +44,8 @@ class DataConfig(Section):
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
     image_scale: float | tuple[float, float] = setting(ScaleFactor())
+    points: str = setting(OneOf(("", *POINT_SOURCES)))
+    points_seed: int = setting(Integer(0, 2**32 - 1))
 
 
 DATASET_PATHS = ("train_annotations", "test_annotations", "train_images", "test_images")
@@ -69,8 +72,15 @@ def prepare_data(data: DataConfig) -> None:
 
 
 def train_dataset(data: DataConfig) -> TinyPersonDataset:
+    """The training items; with `data.points` set, each carries the points of its objects (`target["points"]`,
+    from `tinyfast.data.points.training_points`)."""
+    annotations = (
+        training_points(data.train_annotations, data.points, data.points_seed)
+        if data.points
+        else data.train_annotations
+    )
     return TinyPersonDataset(
-        data.train_annotations,
+        annotations,
         data.train_images,
         task=data.task,
         train=True,
