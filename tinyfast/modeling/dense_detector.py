@@ -24,6 +24,7 @@ class DenseDetector(nn.Module, abc.ABC):
     level of all images) and `losses(*outputs, priors, targets)`."""
 
     dense_head = True  # the merge policies treat it as a dense head (tinyfast.tiling.merge_policy)
+    kind = "detector"  # boxes: tinyfast.modeling.build.model_kind
     inference_dtype: torch.dtype | None = None  # the network's autocast dtype in detect_tiles
     tile_networks = ("backbone", "head")  # what test.compile compiles (tinyfast.modeling.inference)
     cuda_graphs = False  # whether they were compiled into CUDA graphs

@@ -122,6 +122,7 @@ class FasterFPN(nn.Module):
     before the final NMS (RCNN scores above the threshold, one per class and RoI)."""
 
     dense_head = False
+    kind = "detector"  # boxes: tinyfast.modeling.build.model_kind
     inference_dtype: torch.dtype | None = None  # the networks' autocast dtype in detect_tiles
     tile_networks = ("backbone", "rpn_head")  # what test.compile compiles (tinyfast.modeling.inference)
     cuda_graphs = False  # whether they were compiled into CUDA graphs
