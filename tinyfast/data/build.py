@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from tinyfast.data.annotations import TASKS, AnnotationSet, load_annotations
 from tinyfast.data.dataset import TinyPersonDataset
+from tinyfast.data.points import POINT_SOURCES, training_points
 from tinyfast.data.scale_match import (
     OUT_SCALE_DEALS,
     GaussianScaleMatch,
@@ -67,6 +68,8 @@ class DataConfig(Section):
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
     image_scale: float | tuple[float, float] = setting(ScaleFactor())
+    points: str = setting(OneOf(("", *POINT_SOURCES)))
+    points_seed: int = setting(Integer(0, 2**32 - 1))
     train_categories: tuple[str, ...] = setting(Sequence(Text()))
     skip_bad_annotations: bool = setting(Flag())
     scale_match: str = setting(OneOf(SCALE_MATCHES))
@@ -101,6 +104,11 @@ class DataConfig(Section):
                 "json of the target set (TinyPerson's training json)"
                 + (" or data.scale_match_gaussian = [mean, std]" if self.scale_match == "gaussian" else "")
             )
+        if self.points and self.scale_match != "none":
+            raise ValueError(
+                f"data.points = {self.points!r} and data.scale_match = {self.scale_match!r} do not go "
+                "together: Scale Match resizes box-annotated images (leave one of them unset)"
+            )
 
 
 DATASET_PATHS = ("train_annotations", "test_annotations", "train_images", "test_images", "scale_match_target")
@@ -129,10 +137,16 @@ def prepare_data(data: DataConfig) -> None:
 def train_dataset(data: DataConfig, seed: int = 0) -> Dataset:
     """The training items: the cuts of the training images, or with `data.scale_match` the whole images
     resized by Scale Match (a new scale per image, epoch and `seed`, the run's `train.seed`) and cropped to
-    `data.sub_size` where larger."""
+    `data.sub_size` where larger. With `data.points` set, each item carries the points of its objects
+    (`target["points"]`, from `tinyfast.data.points.training_points`)."""
     matched = data.scale_match != "none"
+    annotations = (
+        training_points(data.train_annotations, data.points, data.points_seed)
+        if data.points
+        else data.train_annotations
+    )
     dataset = TinyPersonDataset(
-        data.train_annotations,
+        annotations,
         data.train_images,
         task=data.task,
         train=True,

@@ -31,17 +31,41 @@ from tinyfast.engine.checkpoint import (
 )
 from tinyfast.engine.config import RunConfig, to_toml
 from tinyfast.engine.curves import plot_curves, write_tensorboard
-from tinyfast.engine.evaluation import evaluate_detector
+from tinyfast.engine.evaluation import evaluate_model
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
 from tinyfast.modeling.backbone import check_pretrained
-from tinyfast.modeling.build import build_model, load_matching
-from tinyfast.modeling.inference import prepare_for_inference
+from tinyfast.modeling.build import build_model, load_matching, model_kind
 from tinyfast.utils import comm
 from tinyfast.utils.precision import resolve_precision
 
 log = logging.getLogger("tinyfast.train")
+
+# The target fields each kind of model is trained on (tinyfast.modeling.build.model_kind): the point
+# models never see the boxes of a point-annotated json, which are there for evaluation only.
+SUPERVISION = {
+    "detector": ("boxes", "labels"),
+    "localiser": ("points", "labels"),
+    "refiner": ("points", "labels"),
+}
+
+
+def check_supervision(config: dict) -> str:
+    """The model's kind, after checking that `data.points` fits it: set for a point model, empty for a box
+    detector (ValueError naming both keys otherwise)."""
+    kind, points = model_kind(config["model"]), config["data"]["points"]
+    name = config["model"]["name"]
+    if kind != "detector" and not points:
+        raise ValueError(
+            f"model.name = {name!r} is trained on points: set data.points to 'annotated' (the json's "
+            "`point`), 'coarse' or 'centre' (drawn from the boxes)"
+        )
+    if kind == "detector" and points:
+        raise ValueError(
+            f"data.points = {points!r} is for the point models; model.name = {name!r} trains on boxes"
+        )
+    return kind
 
 
 @contextlib.contextmanager
@@ -106,6 +130,7 @@ class Trainer:
         np.random.seed(settings.seed)
         random.seed(settings.seed)
         check_pretrained(config["model"])
+        self.supervision = SUPERVISION[check_supervision(config)]
         self.amp_dtype = resolve_precision(settings.amp, self.device, "train.amp")
         # oneDNN's and cuDNN's reduced-precision convolutions are fastest on channels-last tensors.
         self.memory_format = torch.contiguous_format if self.amp_dtype is None else torch.channels_last
@@ -329,10 +354,7 @@ class Trainer:
         if empty:
             return {**outcome, "skipped": "a batch without readable images"}
         images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        targets = [
-            {"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
-            for t in batch.targets
-        ]
+        targets = [{key: t[key].to(self.device) for key in self.supervision} for t in batch.targets]
         # A skipped batch must not leave its trace in the BatchNorm statistics either.
         buffers = [b.clone() for b in self.model.buffers()] if self.settings.train.skip_bad_batches else []
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -387,8 +409,8 @@ class Trainer:
 
     def _evaluate(self, records) -> dict[str, float]:
         test = self.settings.test
-        metrics = evaluate_detector(
-            prepare_for_inference(self.model, test.precision, self.device).detect_tiles,
+        metrics = evaluate_model(
+            self.model,
             self.config,
             self.run_dir,
             test.policy,

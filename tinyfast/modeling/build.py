@@ -8,19 +8,25 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from tinyfast.modeling.backbone import BackboneConfig
+from tinyfast.modeling.cpr import CPR, CPRConfig
 from tinyfast.modeling.faster_fpn import FasterFPN, FasterFPNConfig
 from tinyfast.modeling.fcos import AdapFCOS, FCOSConfig
+from tinyfast.modeling.p2pnet import P2PNet, P2PNetConfig
 from tinyfast.modeling.retinanet import AdapRetinaNet, RetinaNetConfig
 from tinyfast.tiling import MergePolicy, detector_merge_policy
 from tinyfast.utils.schema import checks
 
 # The detectors a config's `model.name` can name: the model class and its config dataclass. A class's
-# `dense_head` says which merge policy of tiled inference fits it (docs/protocol.md §3.3).
+# `dense_head` says which merge policy of tiled inference fits it (docs/protocol.md §3.3); its `kind` (see
+# `model_kind`) what it is trained on and how it is evaluated.
 DETECTORS = {
     "adap_fcos": (AdapFCOS, FCOSConfig),
     "adap_retinanet": (AdapRetinaNet, RetinaNetConfig),
     "faster_fpn": (FasterFPN, FasterFPNConfig),
+    "p2pnet": (P2PNet, P2PNetConfig),
+    "cpr": (CPR, CPRConfig),
 }
+MODEL_KINDS = ("detector", "localiser", "refiner")
 
 
 def _detector(model_config: Mapping) -> tuple[type[nn.Module], type[BackboneConfig]]:
@@ -30,6 +36,13 @@ def _detector(model_config: Mapping) -> tuple[type[nn.Module], type[BackboneConf
             f"model.name {name!r} is not a known detector (known: {', '.join(sorted(DETECTORS))})"
         )
     return DETECTORS[name]
+
+
+def model_kind(model_config: Mapping) -> str:
+    """What `model.name` is: a "detector" (boxes: trained on boxes, scored by box AP), a "localiser"
+    (points: trained on points, scored by point AP, `tinyfast.evaluation.evaluate_points`) or a "refiner"
+    (CPR: trained on points, moves annotated points; scored by their distance to the box centres)."""
+    return _detector(model_config)[0].kind
 
 
 def model_settings(model_config: Mapping) -> BackboneConfig:
@@ -130,6 +143,11 @@ def policy_for_model(
     """The merge policy `name` with the model's test settings (`nms_pre` overridable here) and its kind:
     see `tinyfast.tiling.detector_merge_policy`."""
     model_class, _ = _detector(model_config)
+    if model_class.kind != "detector":
+        raise ValueError(
+            f"model.name = {model_config['name']!r} is a point model: tiled inference with a box merge "
+            "policy (test policies, predict, study) is for the box detectors (docs/points.md)"
+        )
     settings = model_settings(model_config)
     return detector_merge_policy(
         name,
