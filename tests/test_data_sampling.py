@@ -19,9 +19,7 @@ from tinyfast.data.sampling import (
 )
 
 
-def epoch_batches(
-    sampler: EpochBatchSampler, epoch: int, start_batch: int = 0
-) -> list[list[ItemKey]]:
+def epoch_batches(sampler: EpochBatchSampler, epoch: int, start_batch: int = 0) -> list[list[ItemKey]]:
     sampler.set_epoch(epoch, start_batch)
     return list(sampler)
 

@@ -69,6 +69,7 @@ def test_the_quick_study_runs_every_arm_end_to_end_and_writes_table_json_and_plo
         assert pretrain["data"]["train_annotations"].endswith("annotations/source.json")
     sizes = summary["sizes"]
     assert list(sizes) == ["target", "source", "source after SM", "source after MSM"]
+
     def distance(name):  # to the target's median, in log size
         return abs(np.log(sizes[name]["median"] / sizes["target"]["median"]))
 
