@@ -50,12 +50,17 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 
 def detection_table(rows: Sequence[dict]) -> str:
-    """One line per row (``name``, the metrics of ``DETECTION_METRICS`` as fractions, the speeds of
-    ``DETECTION_SPEEDS``); a value a row does not have is an empty cell."""
+    """One line per row (``name``, the metrics of ``DETECTION_METRICS`` as fractions to 3 decimals, the
+    speeds of ``DETECTION_SPEEDS`` to 3 significant digits); a value a row does not have is an empty cell,
+    a metric without ground truth in its size range (the evaluator's -1) is "n/a"."""
 
-    def cell(row: dict, key: str, digits: int) -> str:
+    def metric(row: dict, key: str) -> str:
         value = row.get(key)
-        return "" if value is None else f"{value:.{digits}f}"
+        return "" if value is None else "n/a" if value < 0 else f"{value:.3f}"
+
+    def speed(row: dict, key: str) -> str:
+        value = row.get(key)
+        return "" if value is None else f"{value:.3g}"
 
     headers = ["", *(header for _, header in DETECTION_METRICS), *(header for _, header in DETECTION_SPEEDS)]
     return markdown_table(
@@ -63,8 +68,8 @@ def detection_table(rows: Sequence[dict]) -> str:
         (
             [
                 row["name"],
-                *(cell(row, key, 3) for key, _ in DETECTION_METRICS),
-                *(cell(row, key, 1) for key, _ in DETECTION_SPEEDS),
+                *(metric(row, key) for key, _ in DETECTION_METRICS),
+                *(speed(row, key) for key, _ in DETECTION_SPEEDS),
             ]
             for row in rows
         ),

@@ -54,7 +54,8 @@ def test_detection_table_one_line_per_row_fractions_and_speeds_empty_where_missi
         {"name": "Adap FCOS", "AP50_tiny": 0.31234, "AP50_tiny1": 0.1, "AP50_tiny2": 0.2, "AP50_tiny3": 0.3,
          "AP50_small": 0.4, "AP50_all": 0.5, "AR50_tiny": 0.66666, "training_images_per_s": 123.456,
          "inference_images_per_s": 7.04, "iterations": 10},
-        {"name": "yolov8n, whole images at 640", "AP50_tiny": 0.0, "inference_images_per_s": 50.0},
+        {"name": "yolov8n, whole images at 640", "AP50_tiny": 0.0, "AP50_small": -1.0,
+         "inference_images_per_s": 0.0123},
     ]  # fmt: skip
     lines = detection_table(rows).splitlines()
     assert lines[0] == (
@@ -62,8 +63,8 @@ def test_detection_table_one_line_per_row_fractions_and_speeds_empty_where_missi
         "inference images/s |"
     )
     assert lines[1] == "|" + "---|" * 10
-    assert lines[2] == "| Adap FCOS | 0.312 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.667 | 123.5 | 7.0 |"
-    assert lines[3] == "| yolov8n, whole images at 640 | 0.000 |  |  |  |  |  |  |  | 50.0 |"
+    assert lines[2] == "| Adap FCOS | 0.312 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.667 | 123 | 7.04 |"
+    assert lines[3] == "| yolov8n, whole images at 640 | 0.000 |  |  |  | n/a |  |  |  | 0.0123 |"
     markdown = write_detection_report(rows, tmp_path, "table", "A note.")
     assert markdown.splitlines()[0].startswith("Measured ") and markdown.splitlines()[0].endswith(". A note.")
     assert (tmp_path / "table.md").read_text() == markdown

@@ -337,8 +337,8 @@ class Trainer:
             )
 
     def _report_times(self, training_s: float, iterations: int) -> None:
-        """train.log and `timing.json`: this process's training (iterations, seconds, images per second;
-        the whole run's seconds when it was resumed) and evaluation times."""
+        """train.log and `timing.json`: the run's iterations and training seconds (a resumed run's include
+        those before it), the training images per second of this part of it, and its evaluation seconds."""
         settings = self.settings.train
         images = iterations * self.processes.world_size * settings.batch_size
         session_s = training_s - self.training_s_before
