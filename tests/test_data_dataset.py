@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from tinyfast.data.annotations import load_annotations
 from tinyfast.data.corners import crop_boxes, cut_annotation_set, to_corner_set
 from tinyfast.data.dataset import TinyPersonDataset, make_loader
 from tinyfast.data.errors import DataError
 from tinyfast.data.synthetic import generate
-from tinyfast.data.transforms import NORMALIZATIONS, collate, normalize, paint_mean
+from tinyfast.data.transforms import NORMALIZATIONS, collate, normalize, paint_mean, read_image
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,45 @@ def test_training_cuts_follow_the_reference(synthetic):
         np.testing.assert_allclose(sample.ignore_boxes, kept[~positive])
     image, target = dataset[0]
     assert image.shape == (3, 512, 640) and target["size"] == (512, 640)
+
+
+@pytest.mark.parametrize("scale", [2.0, (1.5, 0.75)])
+def test_image_scale_resizes_images_and_targets_before_cutting(synthetic, scale):
+    root, train = synthetic
+    data = load_annotations(train)
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    whole = TinyPersonDataset(train, root / "images", train=False, normalization=None, image_scale=scale)
+    for index in (0, 1):
+        image, target = whole[index]
+        info = data.images[index]
+        size = (round(info.height * sy), round(info.width * sx))
+        assert image.shape[1:] == size and target["orig_size"] == size
+        expected = torchvision.transforms.v2.functional.resize(
+            read_image(root / "images" / info.file_name), list(size), antialias=True
+        )
+        assert torch.equal(image.to(torch.uint8), expected)
+        anns = data.annotations_of(info.id)
+        factors = np.array([size[1] / info.width, size[0] / info.height] * 2)
+        np.testing.assert_allclose(
+            target["boxes"].numpy(), anns.boxes[~anns.not_a_person] * factors, atol=1e-3
+        )
+    cuts = TinyPersonDataset(train, root / "images", flip_prob=0.0, image_scale=scale, sub_size=(320, 256))
+    plain = TinyPersonDataset(train, root / "images", flip_prob=0.0, sub_size=(320, 256))
+    assert (len(cuts) > len(plain)) == (sx * sy > 1)
+    assert all(s.corner[2] <= s.image.width and s.corner[3] <= s.image.height for s in cuts.samples)
+    image, target = cuts[0]
+    assert image.shape[1:] == target["size"]
+
+
+def test_image_scale_rejects_a_corner_json_and_bad_factors(synthetic, tmp_path):
+    root, train = synthetic
+    data = load_annotations(train)
+    corners = to_corner_set(data, cut_annotation_set(data))
+    with pytest.raises(DataError, match="corner json"):
+        TinyPersonDataset(corners, root / "images", image_scale=2.0)
+    for bad in (0.0, -1.0, float("nan"), (2.0,), (1.0, float("inf"))):
+        with pytest.raises(ValueError, match="scale"):
+            TinyPersonDataset(train, root / "images", image_scale=bad)
 
 
 def test_training_on_dense_images_when_asked(synthetic):

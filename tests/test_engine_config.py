@@ -19,7 +19,7 @@ from tinyfast.engine.config import (
     load_config,
 )
 from tinyfast.modeling.build import DETECTORS, model_settings
-from tinyfast.utils.schema import Check, Flag, Integer, OneOf, Real, Sequence, Text, checks
+from tinyfast.utils.schema import Check, Flag, Integer, OneOf, Real, ScaleFactor, Sequence, Text, checks
 
 
 def wrong_types(check: Check) -> list:
@@ -32,6 +32,8 @@ def wrong_types(check: Check) -> list:
         return [5, True, ["a"]]
     if isinstance(check, Sequence):
         return [5, "1234", {"a": 1}]
+    if isinstance(check, ScaleFactor):
+        return ["abc", True, None, {"x": 1}, [1.0, "2"]]
     raise AssertionError(f"no wrong-type values for {check}")
 
 
@@ -49,6 +51,8 @@ def out_of_range(check: Check) -> list:
         return values
     if isinstance(check, OneOf):
         return ["not-a-choice"]
+    if isinstance(check, ScaleFactor):
+        return [0, -1.5, math.inf, math.nan, [1.0], [1.0, 2.0, 3.0], [2.0, 0.0]]
     if isinstance(check, Sequence):
         item = valid_item(check.item)
         counts = [check.length - 1, check.length + 1] if check.length is not None else []
@@ -67,6 +71,8 @@ def valid_item(check: Check):
         return 0.5 if check.high is None or check.high >= 0.5 else check.high
     if isinstance(check, Sequence):
         return [valid_item(check.item)] * (check.length or max(1, check.min_length))
+    if isinstance(check, ScaleFactor):
+        return [2.0, 1.5]
     raise AssertionError(check)
 
 

@@ -49,6 +49,13 @@ def test_flip_and_scale_augmentation_find_the_same_persons():
     assert {shape[-2:] for shape, _ in detector.calls} == {(512, 640), (1024, 1280)}
 
 
+def test_a_scale_with_two_factors_stretches_the_tiles_and_maps_back():
+    detector = PaintedPersonDetector()
+    (found,) = detect_images(detector, [painted_image(PERSONS)], "during", scales=((2.0, 1.5),))
+    assert_found_once_each(found, PERSONS, tolerance=1.0)
+    assert {shape[-2:] for shape, _ in detector.calls} == {(768, 1280)}
+
+
 def test_a_barely_visible_truncated_part_is_dropped_with_border_handling():
     persons = [(630, 300, 650, 320)]  # 10 of 20 px in the first column: IoU 0.5 with the whole, not > 0.5
     image = painted_image(persons)
@@ -92,6 +99,9 @@ def test_small_images_get_one_smaller_tile():
         ({"overlap": (640, 100)}, "overlap"),
         ({"tile_batch_size": 0}, "tile_batch_size"),
         ({"scales": (0.0,)}, "scales"),
+        ({"scales": ()}, "scales"),
+        ({"scales": ((2.0, -1.0),)}, "scales"),
+        ({"scales": ((2.0, 1.0, 3.0),)}, "scales"),
         ({"policy": "sometimes"}, "name must be"),
     ],
 )

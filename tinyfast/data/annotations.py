@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from tinyfast.data.errors import DataError
+from tinyfast.data.transforms import axis_scales, resized_size
 
 Corner = tuple[int, int, int, int]
 Task = Literal["all", "sea", "earth"]
@@ -145,6 +146,27 @@ class AnnotationSet:
             labels=np.zeros(int(positive.sum()), dtype=np.int64),
             ignore_boxes=anns.boxes[~positive],
         )
+
+    def resized(self, scale: float | tuple[float, float]) -> AnnotationSet:
+        """The set as it would be with every image resized by `scale` (a number, or (x, y) factors): sizes
+        rounded to whole pixels, boxes and regions scaled by the exact factors of each side. Full-image
+        entries only: a corner entry's crop would move."""
+        sx, sy = axis_scales(scale)
+        if sx == sy == 1:
+            return self
+        if any(info.corner is not None for info in self.images):
+            raise DataError(f"{self.path}: a corner json cannot be resized; resize the full images' json")
+        images, annotations = [], {}
+        for info in self.images:
+            width, height = resized_size(info.width, info.height, (sx, sy))
+            factors = np.array([width / info.width, height / info.height] * 2)
+            regions = tuple(tuple(float(v) for v in np.array(r) * factors) for r in info.erase_regions)
+            images.append(replace(info, width=width, height=height, erase_regions=regions))
+            if info.id in self.annotations:
+                anns = self.annotations[info.id]
+                areas = anns.areas * factors[0] * factors[1]
+                annotations[info.id] = anns.with_boxes(anns.boxes * factors, areas)
+        return replace(self, images=images, annotations=annotations)
 
     def to_coco(self) -> dict:
         """The json dict: every field the loader reads, in the reference's layout."""

@@ -19,7 +19,7 @@ from tinyfast.data.annotations import TASKS
 from tinyfast.data.dataset import TinyPersonDataset
 from tinyfast.data.synthetic import PRESETS, generate
 from tinyfast.data.transforms import NORMALIZATIONS
-from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, Text, setting
+from tinyfast.utils.schema import Flag, Integer, OneOf, ScaleFactor, Section, Sequence, Text, setting
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class DataConfig(Section):
     sub_size: tuple[int, int] = setting(Sequence(Integer(1), length=2))
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
+    image_scale: float | tuple[float, float] = setting(ScaleFactor())
 
 
 DATASET_PATHS = ("train_annotations", "test_annotations", "train_images", "test_images")
@@ -78,4 +79,5 @@ def train_dataset(data: DataConfig) -> TinyPersonDataset:
         min_objects=data.min_objects_per_cut,
         sub_size=data.sub_size,
         normalization=data.normalization,
+        image_scale=data.image_scale,
     )

@@ -10,11 +10,27 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 
-from tinyfast.data.annotations import AnnotationSet, Corner, ImageInfo, OnError, Task, load_annotations
+from tinyfast.data.annotations import (
+    AnnotationSet,
+    Corner,
+    ImageInfo,
+    OnError,
+    Task,
+    load_annotations,
+)
 from tinyfast.data.corners import KEEP_RATIO, OVERLAP, SUB_SIZE, cut_annotation_set
 from tinyfast.data.errors import DataError
-from tinyfast.data.transforms import collate, hflip_boxes, normalize, paint_mean, read_image
+from tinyfast.data.transforms import (
+    axis_scales,
+    collate,
+    hflip_boxes,
+    normalize,
+    paint_mean,
+    read_image,
+    resized_size,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,8 @@ class TinyPersonDataset(Dataset):
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
     images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes
     (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
+    `image_scale` (a factor, or (x, y) factors) resizes every full image and its annotations before anything
+    else, so that cuts and targets are in the resized pixels (bilinear; objects too small for the model).
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
     """
 
@@ -61,10 +79,12 @@ class TinyPersonDataset(Dataset):
         min_objects: int = 0,
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
+        image_scale: float | tuple[float, float] = 1.0,
     ):
-        self.annotations = (
-            ann_file if isinstance(ann_file, AnnotationSet) else load_annotations(ann_file, on_error)
-        )
+        if not isinstance(ann_file, AnnotationSet):
+            ann_file = load_annotations(ann_file, on_error)
+        self.image_scale = axis_scales(image_scale)
+        self.annotations = ann_file.resized(self.image_scale)
         self.image_dir = str(image_dir)
         self.task = task
         self.classes = self.annotations.classes(task)
@@ -130,6 +150,9 @@ class TinyPersonDataset(Dataset):
         sample = self.samples[index]
         path = os.path.join(self.image_dir, sample.image.file_name)
         image = read_image(path)
+        if self.image_scale != (1, 1):
+            width, height = resized_size(image.shape[2], image.shape[1], self.image_scale)
+            image = resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
         full_h, full_w = image.shape[1:]
         x1, y1, x2, y2 = sample.corner if sample.corner is not None else (0, 0, full_w, full_h)
         expected = (sample.image.width, sample.image.height)

@@ -87,6 +87,21 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())})") from None
 
 
+def axis_scales(scale: float | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """(x, y) resize factors of a scale given as one number or as an (x, y) pair; ValueError unless they
+    are positive and finite."""
+    pair = tuple(scale) if isinstance(scale, (tuple, list)) else (scale, scale)
+    finite = all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < math.inf for s in pair)
+    if len(pair) != 2 or not finite:
+        raise ValueError(f"a scale must be a positive number or an (x, y) pair of them, got {scale!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def resized_size(width: int, height: int, scale: tuple[float, float]) -> tuple[int, int]:
+    """(width, height) of an image resized by (x, y) factors, rounded, at least 1 pixel."""
+    return max(1, round(width * scale[0])), max(1, round(height * scale[1]))
+
+
 def normalize(image: torch.Tensor, style: str | Normalization) -> torch.Tensor:
     """uint8 (or 0-255 float) RGB CHW (or a NCHW batch) -> float32 normalised, in the style's channel
     order, on the image's device."""

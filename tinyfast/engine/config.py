@@ -36,6 +36,7 @@ from tinyfast.utils.schema import (
     Integer,
     OneOf,
     Real,
+    ScaleFactor,
     Section,
     Sequence,
     Text,
@@ -113,7 +114,7 @@ class TestConfig(Section):
     images_per_batch: int = setting(Integer(1))
     tile: tuple[int, int] = setting(Sequence(Integer(1), length=2))
     overlap: tuple[int, int] = setting(Sequence(Integer(0), length=2))
-    scales: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1))
+    scales: tuple[float | tuple[float, float], ...] = setting(Sequence(ScaleFactor(), min_length=1))
     flips: bool = setting(Flag())
     truncated: str = setting(OneOf(TRUNCATED))
     max_per_img: int = setting(Integer(0))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tinyfast.data.transforms import axis_scales
 from tinyfast.ops import merge_tiles
 from tinyfast.tiling.detector import TileDetector, TileSettings
 from tinyfast.tiling.grid import tile_grid
@@ -123,7 +124,7 @@ def detector_merge_policy(
 class _TileView:
     image: int
     crop: tuple[int, int, int, int]
-    scale: float
+    scale: tuple[float, float]  # (x, y)
     flipped: bool
 
 
@@ -141,7 +142,8 @@ def detect_images(
     """Detections ``{"boxes", "scores", "labels"}`` per full image (``[3, H, W]`` tensors, any sizes).
 
     Every image is cut on the reference grid; each tile is seen at every scale in ``scales`` (resized
-    bilinearly) and, with ``flips``, also mirrored. Tiles of the same size from all images go to the detector
+    bilinearly; a scale is a number or an (x, y) pair) and, with ``flips``, also mirrored. Tiles of the same
+    size from all images go to the detector
     together, ``tile_batch_size`` at a time; one ``merge_tiles`` call merges the whole batch per ``policy``
     (a name for ``merge_policy`` or a ``MergePolicy``, which also holds the merge's border handling).
     """
@@ -149,13 +151,17 @@ def detect_images(
         policy = merge_policy(policy)
     if tile_batch_size < 1:
         raise ValueError(f"detect_images: tile_batch_size must be >= 1, got {tile_batch_size}")
-    if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"detect_images: scales must be positive numbers, got {list(scales)}")
+    if not scales:
+        raise ValueError("detect_images: scales must not be empty")
+    try:
+        pairs = [axis_scales(scale) for scale in scales]
+    except ValueError as e:
+        raise ValueError(f"detect_images: scales: {e}") from None
     views = [
-        _TileView(index, crop, scale, flipped)
+        _TileView(index, crop, pair, flipped)
         for index, image in enumerate(images)
         for crop in tile_grid(image.shape[-1], image.shape[-2], tile, overlap)
-        for scale in scales
+        for pair in pairs
         for flipped in ((False, True) if flips else (False,))
     ]
     # A batch's pixels are cut when it goes to the detector: memory holds one batch of tiles, never all
@@ -183,15 +189,15 @@ def detect_images(
 def _view_size(view: _TileView) -> tuple[int, int]:
     """(height, width) of the tile the detector sees for `view`."""
     x1, y1, x2, y2 = view.crop
-    if view.scale == 1.0:
+    if view.scale == (1.0, 1.0):
         return y2 - y1, x2 - x1
-    return max(1, round((y2 - y1) * view.scale)), max(1, round((x2 - x1) * view.scale))
+    return max(1, round((y2 - y1) * view.scale[1])), max(1, round((x2 - x1) * view.scale[0]))
 
 
 def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
     x1, y1, x2, y2 = view.crop
     crop = image[:, y1:y2, x1:x2]
-    if view.scale != 1.0:
+    if view.scale != (1.0, 1.0):
         size = _view_size(view)
         crop = F.interpolate(crop[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     return crop.flip(-1) if view.flipped else crop

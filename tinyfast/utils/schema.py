@@ -146,6 +146,25 @@ POSITIVE = Real(0, low_open=True)
 FRACTION = Real(0, 1)
 
 
+@dataclass(frozen=True)
+class ScaleFactor(Check):
+    """A resize factor: a number > 0 for both axes (stored as a float), or [x, y] (a tuple) for a resize
+    that changes the aspect ratio."""
+
+    def validate(self, value, key):
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise self._error(value, key)
+            return tuple(POSITIVE.validate(item, f"{key}[{index}]") for index, item in enumerate(value))
+        try:
+            return POSITIVE.validate(value, key)
+        except ValueError:
+            raise self._error(value, key) from None
+
+    def describe(self):
+        return "a number > 0 or an array [x, y] of two"
+
+
 def setting(check: Check, default: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with its check; without a default the key must be in the config (the sections of
     `configs/base.toml` hold their defaults there, in one place)."""
