@@ -3,7 +3,7 @@ wall-clock budget as the detectors of `bench.real_images`, measured on `valid` t
 
     python -m bench.bench_yolo_rpi640 [--data DIR] [--out DIR] [--budget SECONDS] [--model yolov8n.yaml]
                                       [--imgsz 640] [--batch 16] [--tile 320 320] [--overlap 64 64]
-                                      [--scale 2] [--train-images N] [--valid-images N]
+                                      [--scale 2 | --scale 3 1.6875] [--train-images N] [--valid-images N]
 
 The model is built from its yaml (random weights, nothing downloaded) and trained by ultralytics with its
 `time` budget (its schedule fitted to it), on box labels written from the same COCO json that the
@@ -172,7 +172,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=8, help="training DataLoader workers")
     parser.add_argument("--tile", type=int, nargs=2, default=[320, 320], metavar=("W", "H"))
     parser.add_argument("--overlap", type=int, nargs=2, default=[64, 64], metavar=("X", "Y"))
-    parser.add_argument("--scale", type=float, default=2.0, help="tiles resized by this factor")
+    parser.add_argument(
+        "--scale", type=float, nargs="+", default=[2.0], metavar="X [Y]", help="tiles resized by this factor"
+    )
     parser.add_argument("--tile-batch-size", type=int, default=16, help="tiles through the model at a time")
     parser.add_argument("--batch-predict", type=int, default=8, help="full images per predict call")
     parser.add_argument("--train-images", type=int, default=0, help="train on the first N images (0: all)")
@@ -193,8 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         or any(o >= t for o, t in zip(args.overlap, args.tile, strict=True))
     ):
         parser.error(f"--tile {args.tile} and --overlap {args.overlap}: tiles >= 1, 0 <= overlap < tile")
-    if not args.scale > 0:
-        parser.error(f"--scale must be > 0, got {args.scale:g}")
+    if len(args.scale) > 2 or min(args.scale) <= 0:
+        parser.error(f"--scale must be one factor or an (x, y) pair, each > 0, got {args.scale}")
     for split in ("train", "valid"):
         for folder in ("images", "labels"):
             if not (args.data / split / folder).is_dir():
@@ -260,16 +262,17 @@ def run(ultralytics, args: argparse.Namespace) -> int:
                 policy,
                 tile=tuple(args.tile),
                 overlap=tuple(args.overlap),
-                scales=(args.scale,),
+                scales=(args.scale[0] if len(args.scale) == 1 else tuple(args.scale),),
                 tile_batch_size=args.tile_batch_size,
             )
         return [{key: value.cpu() for key, value in d.items()} for d in found]
 
     name = Path(args.model).stem
+    factors = "x".join(f"{factor:g}" for factor in args.scale)
     rows = []
     for way, detect in (
         (f"{name}, whole images at {args.imgsz}", predict),
-        (f"{name}, tiled {args.tile[0]}x{args.tile[1]} x{args.scale:g} (tinyfast merge)", tiled),
+        (f"{name}, tiled {args.tile[0]}x{args.tile[1]} x{factors} (tinyfast merge)", tiled),
     ):
         detections, seconds = timed_detections(detect, batches, torch_device)
         stem = "whole" if detect is predict else "tiled"
