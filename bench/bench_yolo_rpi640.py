@@ -318,9 +318,8 @@ def test_yolo_side_by_side_plumbing_at_a_tiny_size(tmp_path):
     for row in saved["rows"]:
         assert row["images"] == 2 and row["inference_images_per_s"] > 0
         assert row["training_images"] > 0 and row["training_images_per_s"] > 0
-        assert all(
-            0 <= row[key] <= 1 for key in ("AP50_tiny", "AP50_tiny1", "AP50_small", "AP50_all", "AR50_tiny")
-        )
+        metrics = ("AP50_tiny", "AP50_tiny1", "AP50_small", "AP50_all", "AR50_tiny")
+        assert all(0 <= row[key] <= 1 or row[key] == -1 for key in metrics)  # -1: no such ground truth
     assert (
         "| AP50 tiny | tiny1 | tiny2 | tiny3 | small | AP50 all | AR50 tiny |"
         in (out / "yolo_rpi640.md").read_text()
