@@ -10,6 +10,8 @@ from tinyfast.data import DataError, TinyPersonDataset
 from tinyfast.data.sampling import (
     BadItem,
     EpochBatchSampler,
+    EpochDataset,
+    ItemKey,
     SeededItems,
     collate_training,
     make_training_loader,
@@ -18,7 +20,7 @@ from tinyfast.data.sampling import (
 
 def epoch_batches(
     sampler: EpochBatchSampler, epoch: int, start_batch: int = 0
-) -> list[list[tuple[int, int]]]:
+) -> list[list[ItemKey]]:
     sampler.set_epoch(epoch, start_batch)
     return list(sampler)
 
@@ -32,7 +34,7 @@ def test_processes_together_see_the_batches_of_one_process_with_the_total_batch(
         assert len(single) == len(split[0]) == len(split[1]) == 5 == len(one)  # 23 // 4; the tail is dropped
         for index, batch in enumerate(single):
             assert sorted(batch) == sorted(split[0][index] + split[1][index])  # same items, same item seeds
-        items = [index for batch in single for index, _ in batch]
+        items = [key.index for batch in single for key in batch]
         assert len(set(items)) == len(items) and all(0 <= index < 23 for index in items)
 
 
@@ -92,6 +94,26 @@ def test_seeded_items_depend_only_on_their_seed_and_leave_the_callers_rngs_alone
     assert items[(3, 42)] == drawn
     assert items[(5, 42)] == drawn  # the seed decides, not the index
     assert all(a != b for a, b in zip(items[(3, 43)], drawn, strict=True))
+
+
+class EpochDraws(EpochDataset):
+    def __len__(self):
+        return 4
+
+    def get(self, index, epoch):
+        return index, epoch, torch.rand(()).item()
+
+
+def test_an_epoch_dataset_gets_the_epoch_of_the_key_and_its_items_their_seed():
+    sampler = EpochBatchSampler(4, 2, seed=3)
+    keys = [key for batch in epoch_batches(sampler, 5) for key in batch]
+    assert all(key.epoch == 5 for key in keys) and sorted(key.index for key in keys) == [0, 1, 2, 3]
+    items = SeededItems(EpochDraws())
+    drawn = [items[key] for key in keys]
+    assert [(index, epoch) for index, epoch, _ in drawn] == [(key.index, 5) for key in keys]
+    assert drawn == [items[key] for key in keys]  # seeded per item
+    assert items[(2, 7)] == (2, 0, items[ItemKey(2, 7, 0)][2])  # a plain (index, seed): epoch 0
+    assert EpochDraws()[1][:2] == (1, 0)
 
 
 def test_an_unreadable_item_becomes_a_report_and_leaves_its_batch():

@@ -47,7 +47,7 @@ def out_of_range(check: Check) -> list:
         if check.low is not None:
             values.append(check.low if check.low_open else check.low - 0.5)
         if check.high is not None:
-            values.append(check.high + 0.5)
+            values.append(check.high if check.high_open else check.high + 0.5)
         return values
     if isinstance(check, OneOf):
         return ["not-a-choice"]
@@ -71,6 +71,8 @@ def valid_item(check: Check):
         return 0.5 if check.high is None or check.high >= 0.5 else check.high
     if isinstance(check, Sequence):
         return [valid_item(check.item)] * (check.length or max(1, check.min_length))
+    if isinstance(check, Text):
+        return "person"
     if isinstance(check, ScaleFactor):
         return [2.0, 1.5]
     raise AssertionError(check)

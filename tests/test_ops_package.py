@@ -56,4 +56,5 @@ def test_the_ops_load_on_first_use():
     import tinyfast
 
     assert tinyfast.ops.batched_nms.__module__ == "tinyfast.ops.batched_nms"
+    assert tinyfast.ops.point_nms.__module__ == "tinyfast.ops.point_nms"
     assert callable(tinyfast.ops.merge_tiles)

@@ -14,9 +14,10 @@ COMMANDS = {
     "train": ("tinyfast.train", "train a detector from a config"),
     "test": ("tinyfast.test", "test a run folder or checkpoint on its config's test images"),
     "predict": ("tinyfast.predict", "detect persons in your own images"),
+    "refine": ("tinyfast.refine", "refine point annotations with a trained CPR"),
     "evaluate": ("tinyfast.evaluate", "score a COCO results json with the TinyPerson evaluation"),
     "convert": ("tinyfast.data.convert", "convert YOLO labels or cut corner images"),
-    "study": ("tinyfast.study", "the merge-policy study of a trained model"),
+    "study": ("tinyfast.study", "the merge-policy study of a model; scale-match: the Scale Match study"),
     "plot": ("tinyfast.plot", "draw a run folder's training curves (curves.png)"),
     "synthetic": ("tinyfast.data.synthetic", "generate the synthetic TinyPerson-like set"),
 }

@@ -15,11 +15,9 @@ from pathlib import Path
 from tinyfast.engine import distributed
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import config_path, load_config, shipped_configs
-from tinyfast.engine.evaluation import evaluate_detector
+from tinyfast.engine.evaluation import evaluate_model, format_metrics
 from tinyfast.engine.predictor import resolve_model
-from tinyfast.evaluation import EvalParams, format_report
-from tinyfast.modeling.build import load_model
-from tinyfast.modeling.inference import prepare_for_inference
+from tinyfast.modeling.build import load_model, model_kind
 from tinyfast.utils import cli
 
 
@@ -59,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(config["model"], state, str(checkpoint))
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:
-        metrics = evaluate_detector(
-            prepare_for_inference(model, config["test"]["precision"], processes.device).detect_tiles,
+        metrics = evaluate_model(
+            model,
             config,
             out_dir,
             policy,
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             device=processes.device,
         )
     if processes.is_main:
-        print(format_report(metrics, EvalParams.tinyperson(1000)))
+        print(format_metrics(metrics, model_kind(config["model"])))
         print(f"results and metrics ({policy}): {out_dir}")
     return 0
 

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
+from tinyfast.engine.evaluation import format_metrics
 from tinyfast.engine.trainer import train
-from tinyfast.evaluation import EvalParams, format_report
+from tinyfast.modeling.build import model_kind
 from tinyfast.utils import cli
 from tinyfast.utils.comm import is_main_process
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     _, metrics = train(config, run_dir, progress=not args.no_progress, resume=resume)
     if main_process:
         if metrics:
-            print(format_report(metrics, EvalParams.tinyperson(1000)))
+            print(format_metrics(metrics, model_kind(config["model"])))
         print(f"checkpoints, logs, results and metrics: {run_dir}")
     return 0
 

@@ -35,6 +35,7 @@ from tinyfast.data.scale_match import (
     GaussianScaleMatch,
     MonotonicityScaleMatch,
     ScaleMatch,
+    ScaleMatchedDataset,
     ScaleMatchResize,
     scale_match_generator,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "SUB_SIZE",
     "ScaleMatch",
     "ScaleMatchResize",
+    "ScaleMatchedDataset",
     "TINYPERSON_CATEGORIES",
     "AnnotationSet",
     "Batch",

@@ -66,6 +66,9 @@ class ImageAnnotations:
     uncertain: np.ndarray
     logo: np.ndarray
     in_dense_image: np.ndarray
+    # [n, 2] x, y in the entry's pixels: each annotation's `point` when read from a point-annotated json
+    # (`tinyfast.data.points.PointAnnotationSet.attached`), else None.
+    points: np.ndarray | None = None
 
     @staticmethod
     def empty() -> ImageAnnotations:
@@ -86,10 +89,17 @@ class ImageAnnotations:
         return len(self.ids)
 
     def select(self, index: np.ndarray) -> ImageAnnotations:
-        return ImageAnnotations(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return ImageAnnotations(**{name: None if v is None else v[index] for name, v in fields.items()})
 
     def with_boxes(self, boxes: np.ndarray, areas: np.ndarray) -> ImageAnnotations:
         return replace(self, boxes=boxes, areas=areas)
+
+    def with_points(self, points: np.ndarray) -> ImageAnnotations:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if len(points) != len(self):
+            raise ValueError(f"{len(points)} points for {len(self)} annotations")
+        return replace(self, points=points)
 
     @property
     def is_dense(self) -> bool:
@@ -110,6 +120,7 @@ class TaskTargets:
     boxes: np.ndarray
     labels: np.ndarray
     ignore_boxes: np.ndarray
+    points: np.ndarray | None = None  # of the positives, aligned with `labels`, if the annotations have them
 
 
 @dataclass
@@ -139,12 +150,17 @@ class AnnotationSet:
         """Category ids that are positives in `task`; the other category becomes ignore."""
         return task_category_ids(self.categories, task, self.path)
 
+    def positives(self, anns: ImageAnnotations, task: Task) -> np.ndarray:
+        """Which annotations are targets (persons) of `task`; the others are ignore regions."""
+        return np.isin(anns.category_ids, list(self.task_category_ids(task))) & ~anns.not_a_person
+
     def targets(self, anns: ImageAnnotations, task: Task) -> TaskTargets:
-        positive = np.isin(anns.category_ids, list(self.task_category_ids(task))) & ~anns.not_a_person
+        positive = self.positives(anns, task)
         return TaskTargets(
             boxes=anns.boxes[positive],
             labels=np.zeros(int(positive.sum()), dtype=np.int64),
             ignore_boxes=anns.boxes[~positive],
+            points=None if anns.points is None else anns.points[positive],
         )
 
     def resized(self, scale: float | tuple[float, float]) -> AnnotationSet:
@@ -166,6 +182,8 @@ class AnnotationSet:
                 anns = self.annotations[info.id]
                 areas = anns.areas * factors[0] * factors[1]
                 annotations[info.id] = anns.with_boxes(anns.boxes * factors, areas)
+                if anns.points is not None:
+                    annotations[info.id] = annotations[info.id].with_points(anns.points * factors[:2])
         return replace(self, images=images, annotations=annotations)
 
     def to_coco(self) -> dict:

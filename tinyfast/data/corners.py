@@ -79,20 +79,40 @@ def cut_image(
     keep_ratio: float = KEEP_RATIO,
 ) -> list[SubImage]:
     """The non-empty cuts of one full image. With `erase`, ignore/uncertain/logo regions are removed from
-    the annotations (and returned as regions to paint) before cutting, as the reference's erased set."""
+    the annotations (and returned as regions to paint) before cutting, as the reference's erased set.
+
+    Annotations that carry points (a point-annotated json) are kept by their point instead: an object is in
+    a cut iff its point lies in it (`points_in_corner`), whatever share of its box does, since a
+    point-supervised model sees nothing else of it; its box is still clipped to the cut (for evaluation).
+    The points are generated on the full image first, so that an object in two overlapping cuts has one and
+    the same point in both."""
     regions = np.zeros((0, 4))
     if erase:
         regions = anns.boxes[anns.erase_mask()]
         anns = anns.select(~anns.erase_mask())
     subs = []
     for corner in corner_grid(image.width, image.height, sub_size, overlap):
-        boxes, keep = crop_boxes(anns.boxes, corner, keep_ratio)
+        if anns.points is None:
+            boxes, keep = crop_boxes(anns.boxes, corner, keep_ratio)
+        else:
+            keep = np.flatnonzero(points_in_corner(anns.points, corner))
+            boxes, _ = crop_boxes(anns.boxes[keep], corner, keep_ratio=0.0)  # clipped, all kept
         if len(keep) == 0:
             continue
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         touching = _intersecting(regions, corner)
-        subs.append(SubImage(image, corner, anns.select(keep).with_boxes(boxes, areas), regions[touching]))
+        kept = anns.select(keep).with_boxes(boxes, areas)
+        if kept.points is not None:
+            kept = kept.with_points(kept.points - np.array(corner[:2], dtype=np.float64))
+        subs.append(SubImage(image, corner, kept, regions[touching]))
     return subs
+
+
+def points_in_corner(points: np.ndarray, corner: Corner) -> np.ndarray:
+    """Which [n, 2] points lie in the cut, its border included (x1 <= x <= x2, y1 <= y <= y2): a point on
+    the image's edge (`generate_coarse_points` clips points to [0, width]) is in the cut that ends there."""
+    x1, y1, x2, y2 = corner
+    return (points[:, 0] >= x1) & (points[:, 0] <= x2) & (points[:, 1] >= y1) & (points[:, 1] <= y2)
 
 
 def _intersecting(regions: np.ndarray, corner: Corner) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,19 +45,23 @@ class Sample:
     labels: np.ndarray
     ignore_boxes: np.ndarray
     erase_regions: np.ndarray
+    points: np.ndarray | None = None
 
 
 class TinyPersonDataset(Dataset):
     """Items are `(image, target)`: a float32 CHW image (normalised per `normalization`, or 0-255 when
     None) and a dict with `boxes` [N,4] x1y1x2y2 float32, `labels` [N] int64 (0-based into `classes`),
     `boxes_ignore` [M,4] float32, `image_id` (the full image's id), `orig_size` (H, W of the full image),
-    `crop_offset` (x, y of the crop in the full image), `size` (h, w of the item) and `flipped`.
+    `crop_offset` (x, y of the crop in the full image), `size` (h, w of the item) and `flipped`. When the
+    annotations carry points (`tinyfast.data.points.training_points`), `points` [N,2] float32 x, y in the
+    item's pixels, aligned with `labels`, cut and flipped with the image (cuts keep an object by its point).
 
     `cut=True` cuts each full image into the reference's training sub-images (docs/protocol.md §2)
     on the fly; a corner json (images with `corner`) is read as it is. With `train=True`, dense images are
     left out (as the reference does; `skip_dense` says otherwise) and, unless `flip_prob` says otherwise,
     images are flipped horizontally with probability 0.5. Items with fewer than `min_objects` target boxes
     (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
+    `categories` (names) keeps only those categories of the json (`load_annotations`; COCO's "person").
     `image_scale` (a factor, or (x, y) factors) resizes every full image and its annotations before anything
     else, so that cuts and targets are in the resized pixels (bilinear; objects too small for the model).
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
@@ -80,9 +85,10 @@ class TinyPersonDataset(Dataset):
         normalization: str | None = "torchvision",
         on_error: OnError = "raise",
         image_scale: float | tuple[float, float] = 1.0,
+        categories: Collection[str] | None = None,
     ):
         if not isinstance(ann_file, AnnotationSet):
-            ann_file = load_annotations(ann_file, on_error)
+            ann_file = load_annotations(ann_file, on_error, categories)
         self.image_scale = axis_scales(image_scale)
         self.annotations = ann_file.resized(self.image_scale)
         self.image_dir = str(image_dir)
@@ -126,7 +132,14 @@ class TinyPersonDataset(Dataset):
     def _sample(self, info: ImageInfo, corner: Corner | None, anns, erase_regions: np.ndarray) -> Sample:
         targets = self.annotations.targets(anns, self.task)
         return Sample(
-            info, info.source_id, corner, targets.boxes, targets.labels, targets.ignore_boxes, erase_regions
+            info,
+            info.source_id,
+            corner,
+            targets.boxes,
+            targets.labels,
+            targets.ignore_boxes,
+            erase_regions,
+            targets.points,
         )
 
     def _check_files(self) -> None:
@@ -167,10 +180,16 @@ class TinyPersonDataset(Dataset):
         width = x2 - x1
         boxes = _clip(torch.from_numpy(sample.boxes).float(), width, y2 - y1)
         ignore = _clip(torch.from_numpy(sample.ignore_boxes).float(), width, y2 - y1)
+        points = None
+        if sample.points is not None:
+            points = torch.from_numpy(sample.points).float().reshape(-1, 2)
+            points = torch.stack([points[:, 0].clamp(0, width), points[:, 1].clamp(0, y2 - y1)], dim=1)
         flipped = self.flip_prob > 0 and bool(torch.rand(()) < self.flip_prob)
         if flipped:
             image = image.flip(-1)
             boxes, ignore = hflip_boxes(boxes, width), hflip_boxes(ignore, width)
+            if points is not None:
+                points = torch.stack([width - points[:, 0], points[:, 1]], dim=1)
         image = normalize(image, self.normalization) if self.normalization else image.float()
         target = {
             "boxes": boxes,
@@ -182,6 +201,8 @@ class TinyPersonDataset(Dataset):
             "size": (y2 - y1, width),
             "flipped": flipped,
         }
+        if points is not None:
+            target["points"] = points
         return image.contiguous(), target
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
@@ -169,6 +169,18 @@ class PointAnnotationSet:
     def points_of(self, image_id: int) -> np.ndarray:
         return self.points.get(image_id, np.zeros((0, 2)))
 
+    def attached(self) -> AnnotationSet:
+        """The annotation set whose per-image annotations carry their points (``ImageAnnotations.points``,
+        clipped to the image), so that cuts, selections and task targets keep them aligned."""
+        sizes = {info.id: (info.width, info.height) for info in self.annotations.images}
+        per_image = {}
+        for image_id, anns in self.annotations.annotations.items():
+            points = self.points_of(image_id).copy()
+            points[:, 0] = points[:, 0].clip(0, sizes[image_id][0])
+            points[:, 1] = points[:, 1].clip(0, sizes[image_id][1])
+            per_image[image_id] = anns.with_points(points)
+        return replace(self.annotations, annotations=per_image)
+
 
 def load_point_annotations(path: str | Path) -> PointAnnotationSet:
     """Read and validate a point-annotated COCO json.
@@ -177,8 +189,11 @@ def load_point_annotations(path: str | Path) -> PointAnnotationSet:
     ``point`` of 2 finite numbers inside its image (within OUTSIDE_TOLERANCE_PX), else DataError naming
     the file and the annotation id.
     """
-    name = str(path)
-    data = read_json(name)
+    return point_annotations_from_coco(read_json(str(path)), str(path))
+
+
+def point_annotations_from_coco(data: object, name: str = "<COCO dict>") -> PointAnnotationSet:
+    """``load_point_annotations`` of an already parsed json; ``name`` names it in errors."""
     annotation_set = annotations_from_coco(data, name)
     sizes = {info.id: (info.width, info.height) for info in annotation_set.images}
     by_id: dict[int, tuple[float, float]] = {}
@@ -205,3 +220,38 @@ def load_point_annotations(path: str | Path) -> PointAnnotationSet:
         for image_id, anns in annotation_set.annotations.items()
     }
     return PointAnnotationSet(annotation_set, points)
+
+
+def centre_points(source: str | Path | Mapping[str, Any]) -> dict:
+    """A copy of the COCO json ``source`` (path or dict) whose annotations carry their box centre as
+    ``point``: the "perfect click" that coarse points are compared with."""
+    data, name = _read(source)
+    boxes = _annotation_boxes(data, name)
+    for ann, centre in zip(data["annotations"], (boxes[:, :2] + boxes[:, 2:] / 2).tolist(), strict=True):
+        ann["point"] = centre
+    return data
+
+
+# Where a point-supervised training set's points come from (the config key `data.points`).
+POINT_SOURCES: tuple[str, ...] = ("annotated", "coarse", "centre")
+
+
+def point_json(path: str | Path, source: str, seed: int = 0) -> dict:
+    """The COCO json at ``path`` with a ``point`` on every annotation: ``"annotated"`` reads it as it is
+    (a coarse or refined json; validated as ``load_point_annotations`` does), ``"coarse"`` draws coarse
+    points from the boxes with the reference's TinyPerson setting (``generate_coarse_points`` with
+    ``seed``), ``"centre"`` takes the box centres."""
+    if source == "annotated":
+        data = read_json(path)
+        point_annotations_from_coco(data, str(path))
+        return data
+    if source == "coarse":
+        return generate_coarse_points(path, seed=seed)
+    if source == "centre":
+        return centre_points(path)
+    raise ValueError(f"data.points must be one of {', '.join(map(repr, POINT_SOURCES))}, got {source!r}")
+
+
+def training_points(path: str | Path, source: str, seed: int = 0) -> AnnotationSet:
+    """``point_json`` loaded, each image's annotations carrying their points (``ImageAnnotations.points``)."""
+    return point_annotations_from_coco(point_json(path, source, seed), str(path)).attached()

@@ -29,8 +29,17 @@ def derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0])
 
 
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of `(index, item_seed)` for process `rank` of `world_size`.
+class ItemKey(NamedTuple):
+    """One item of a batch of `EpochBatchSampler`: its index, the seed of its RNGs (mixed from the run's
+    seed, the epoch and the index) and the epoch."""
+
+    index: int
+    seed: int
+    epoch: int = 0
+
+
+class EpochBatchSampler(Sampler[list[ItemKey]]):
+    """Batches of `ItemKey(index, item_seed, epoch)` for process `rank` of `world_size`.
 
     Each epoch permutes all items with a generator seeded by (seed, epoch), the same permutation in every
     process, and deals it round robin: process r takes positions r, r + world_size, ... So batch i of all
@@ -80,14 +89,16 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start_batch
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[ItemKey]]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         order = torch.randperm(self.num_items, generator=generator)
         per_process = self.num_items // self.world_size
         mine = order[self.rank : self.world_size * per_process : self.world_size].tolist()
         for batch in range(self.start_batch, self.batches_per_epoch):
             indices = mine[batch * self.batch_size : (batch + 1) * self.batch_size]
-            yield [(index, derived_seed(self.seed, self.epoch, index)) for index in indices]
+            yield [
+                ItemKey(index, derived_seed(self.seed, self.epoch, index), self.epoch) for index in indices
+            ]
 
 
 class BadItem(NamedTuple):
@@ -110,10 +121,22 @@ def _seeded_rngs(seed: int):
             np.random.set_state(numpy_state)
 
 
+class EpochDataset(Dataset):
+    """A dataset whose items depend on the epoch too (Scale Match draws each image's scale anew every
+    epoch): `SeededItems` reads them with `get(index, epoch)`; `dataset[index]` is the item of epoch 0."""
+
+    def get(self, index: int, epoch: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        return self.get(index, 0)
+
+
 class SeededItems(Dataset):
-    """`dataset` for an `EpochBatchSampler`: item `(index, seed)` is `dataset[index]` drawn with the RNGs
-    seeded by `seed`, or a `BadItem` when reading it raises `DataError` (a file that went missing or does
-    not decode)."""
+    """`dataset` for an `EpochBatchSampler`: item `ItemKey(index, seed, epoch)` (or `(index, seed)`, epoch
+    0) is `dataset[index]` (`dataset.get(index, epoch)` for an `EpochDataset`) drawn with the RNGs seeded
+    by `seed`, or a `BadItem` when reading it raises `DataError` (a file that went missing or does not
+    decode)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -121,10 +144,12 @@ class SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
+    def __getitem__(self, key: tuple[int, ...]):
+        index, seed, epoch = ItemKey(*key)
         with _seeded_rngs(seed):
             try:
+                if isinstance(self.dataset, EpochDataset):
+                    return self.dataset.get(index, epoch)
                 return self.dataset[index]
             except DataError as error:
                 return BadItem(index, str(error))

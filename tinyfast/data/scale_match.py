@@ -43,8 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from tinyfast.data.annotations import AnnotationSet, annotations_from_coco, load_annotations
+from tinyfast.data.corners import KEEP_RATIO, crop_boxes
+from tinyfast.data.dataset import TinyPersonDataset
 from tinyfast.data.errors import DataError
-from tinyfast.data.sampling import derived_seed
+from tinyfast.data.sampling import EpochDataset, derived_seed
 
 AnnotationsLike = AnnotationSet | dict | str | Path
 OutScaleDeal = Literal["clip", "use_default_scale"]
@@ -467,3 +469,78 @@ def _resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return resized.to(image.dtype)
     info = torch.iinfo(image.dtype)
     return resized.round_().clamp_(info.min, info.max).to(image.dtype)
+
+
+class ScaleMatchedDataset(EpochDataset):
+    """The training items of `dataset` (whole images, see `TinyPersonDataset(cut=False)`) resized by
+    `resize` with the generator `scale_match_generator(seed, epoch, index)`: a new scale for every image
+    every epoch, the same in any process and after a resume. Boxes that the dataset clipped to nothing
+    (a box on the image's edge) are left out before the scale is chosen.
+
+    An image larger than `crop_size` (width, height) after resizing is cropped to it at a position drawn
+    from the same generator; boxes crossing the crop are kept as the training cuts keep them
+    (`crop_boxes`, side ratio at least `KEEP_RATIO`), ignore boxes clipped to it. The target gets `scale`
+    (the factor applied) and `crop_offset`, `size` in the resized image's pixels.
+    """
+
+    def __init__(
+        self,
+        dataset: TinyPersonDataset,
+        resize: ScaleMatchResize,
+        seed: int,
+        crop_size: tuple[int, int] | None = None,
+    ):
+        if crop_size is not None and not (
+            len(crop_size) == 2 and all(isinstance(v, int) and v > 0 for v in crop_size)
+        ):
+            raise ValueError(f"crop_size must be (width, height), two ints > 0, or None; got {crop_size!r}")
+        self.dataset, self.resize, self.seed, self.crop_size = dataset, resize, seed, crop_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get(self, index: int, epoch: int) -> tuple[torch.Tensor, dict]:
+        image, target = self.dataset[index]
+        generator = scale_match_generator(self.seed, epoch, index)
+        boxes = target["boxes"]
+        present = ((boxes[:, 2:] - boxes[:, :2]) > 0).all(dim=1)
+        matched = self.resize(image, boxes[present], target["boxes_ignore"], generator)
+        image, boxes, ignore = matched.image, matched.boxes, matched.ignore_boxes
+        labels = target["labels"][present][matched.keep]
+        offset = (0, 0)
+        if self.crop_size is not None:
+            image, boxes, labels, ignore, offset = _random_crop(
+                image, boxes, labels, ignore, self.crop_size, generator
+            )
+        target = {
+            **target,
+            "boxes": boxes,
+            "labels": labels,
+            "boxes_ignore": ignore,
+            "crop_offset": offset,
+            "size": tuple(image.shape[1:]),
+            "scale": matched.scale,
+        }
+        return image.contiguous(), target
+
+
+def _random_crop(image, boxes, labels, ignore, crop_size, generator):
+    """`image` cropped to at most `crop_size` (width, height) at a drawn position, with its boxes."""
+    height, width = image.shape[1:]
+    crop_w, crop_h = min(crop_size[0], width), min(crop_size[1], height)
+    if (crop_w, crop_h) == (width, height):
+        return image, boxes, labels, ignore, (0, 0)
+    x = int(torch.randint(width - crop_w + 1, (), generator=generator))
+    y = int(torch.randint(height - crop_h + 1, (), generator=generator))
+    corner = (x, y, x + crop_w, y + crop_h)
+    kept, index = crop_boxes(boxes.numpy().astype(np.float64), corner, KEEP_RATIO)
+    clipped, _ = crop_boxes(ignore.numpy().astype(np.float64), corner, 0.0)
+    sides = clipped[:, 2:] - clipped[:, :2]
+    clipped = clipped[(sides > 0).all(axis=1)]
+    return (
+        image[:, y : y + crop_h, x : x + crop_w],
+        torch.from_numpy(kept).float(),
+        labels[torch.from_numpy(index)],
+        torch.from_numpy(clipped).float(),
+        (x, y),
+    )

@@ -147,6 +147,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def model_checkpoint(source: str | Path, what: str = "model") -> Path:
+    """The checkpoint of a model given as a run folder (its `latest.pth`) or as a checkpoint file;
+    ValueError naming `what` and the path when it is neither."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / LATEST).is_file():
+            raise ValueError(
+                f"{what} {path} is a folder without {LATEST}: not a run folder of a trained model"
+            )
+        return path / LATEST
+    if path.is_file():
+        return path
+    raise ValueError(f"{what} {path} is neither a run folder nor a checkpoint file")
+
+
 def resume_path(run_dir: Path, resume: str | Path | None, auto_resume: bool) -> Path | None:
     """The checkpoint to continue from: `resume` itself, or with `resume="auto"` (or `auto_resume` and no
     `resume`) the run folder's `latest.pth` when there is one; None to start afresh."""

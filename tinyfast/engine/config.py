@@ -5,7 +5,8 @@ A config is a path or the name of one shipped in the package (`tinyfast/configs/
 
 A value given on the command line is read as a TOML value (`train.lr=0.02`, `model.pretrained=false`,
 `train.steps=[8,11]`), or as a string when it is not one (`data.root=runs/x`). Overriding a key that the
-config does not have is an error, so that a typo never goes unnoticed.
+config does not have is an error, so that a typo never goes unnoticed (a `[model]` key that the config
+leaves at the detector's default, such as `model.init_from`, can be given).
 
 Every key of every section has a type and an allowed range (`TrainConfig`, `TestConfig`,
 `tinyfast.data.build.DataConfig`, the detector configs of `tinyfast.modeling`), checked by `load_config`
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 from tinyfast.data.build import DataConfig, resolve_dataset_paths
 from tinyfast.engine.distributed import DEVICES
 from tinyfast.engine.optim import WARMUPS
-from tinyfast.modeling.build import model_settings
+from tinyfast.modeling.build import model_keys, model_settings
 from tinyfast.tiling.inference import TRUNCATED
 from tinyfast.utils.precision import PRECISION_SETTINGS
 from tinyfast.utils.schema import (
@@ -214,10 +215,18 @@ def apply_override(config: dict, override: str) -> None:
         if not isinstance(node.get(part), dict):
             raise ValueError(f"override {override!r}: the config has no section {part!r}")
         node = node[part]
-    if leaf not in node:
+    if leaf not in node and not (parents == ["model"] and leaf in _model_keys(node)):
         known = ", ".join(sorted(node))
         raise ValueError(f"override {override!r}: unknown key {key!r} (known here: {known})")
     node[leaf] = _parse_value(text)
+
+
+def _model_keys(model: dict) -> tuple[str, ...]:
+    """The keys of the `[model]` section's detector (a key it leaves at its default can be overridden)."""
+    try:
+        return model_keys(model)
+    except ValueError:  # no known model.name: checked when the config loads
+        return ()
 
 
 def with_defaults(config: dict) -> dict:

@@ -1,5 +1,7 @@
-"""Evaluation of a detector on the full test images of a config: tiled inference with a merge policy,
-a COCO results json, and the TinyPerson metrics."""
+"""Evaluation of a model on the full test images of a config, by its kind (`evaluate_model`): a box
+detector with tiled inference, a merge policy, a COCO results json and the TinyPerson metrics; a point
+localiser with the point metrics (`evaluate_localiser`); a point refiner (CPR) by how far it moves the test
+points towards the box centres (`tinyfast.engine.refinement.evaluate_refiner`)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from tqdm import tqdm
 
 from tinyfast.data.annotations import read_json, task_ground_truth, task_scoring_category
 from tinyfast.data.errors import DataError
-from tinyfast.data.transforms import normalize, read_image
-from tinyfast.evaluation import EvalParams, evaluate, format_report
-from tinyfast.modeling.build import policy_for_model
+from tinyfast.data.points import point_json
+from tinyfast.data.transforms import normalize, pad_to_multiple, read_image
+from tinyfast.engine.refinement import format_refine_report, refine_point_json
+from tinyfast.evaluation import EvalParams, evaluate, evaluate_points, format_point_report, format_report
+from tinyfast.modeling.build import model_kind, policy_for_model
+from tinyfast.modeling.inference import prepare_for_inference
 from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
 from tinyfast.utils import comm
 
@@ -171,3 +176,120 @@ def evaluate_detector(
         (out_dir / f"metrics_{policy}.json").write_text(json.dumps(metrics, indent=2))
         (out_dir / f"metrics_{policy}.txt").write_text(format_report(metrics, EvalParams.tinyperson(1000)))
     return comm.broadcast_from_main(metrics)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    config: dict,
+    out_dir: Path,
+    policy: str = "during",
+    *,
+    progress: bool = True,
+    images_per_batch: int = 2,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """The test-set evaluation of `model` (a trained copy is prepared for inference, `model` is left as it
+    is) by its kind: `evaluate_detector` with merge policy `policy` for a box detector,
+    `evaluate_localiser` for a point localiser, `evaluate_refiner` for CPR."""
+    kind = model_kind(config["model"])
+    prepared = prepare_for_inference(model, config["test"]["precision"], device)
+    options = {"progress": progress, "images_per_batch": images_per_batch, "device": device}
+    if kind == "localiser":
+        return evaluate_localiser(prepared, config, out_dir, **options)
+    if kind == "refiner":
+        return evaluate_refiner(prepared, config, out_dir, progress=progress, device=device)
+    return evaluate_detector(prepared.detect_tiles, config, out_dir, policy, **options)
+
+
+def localise_whole_images(localiser, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The points of a point model (`locate`) on whole images, padded into one batch: the test-time
+    inference of the point models until tiled inference of points (the tiles' points merged by point NMS,
+    `merge_tile_points`) replaces it here."""
+    sizes = [tuple(image.shape[-2:]) for image in images]
+    return localiser.locate(pad_to_multiple(list(images), 32), sizes)
+
+
+def point_results(
+    found: Sequence[dict[str, torch.Tensor]], image_ids: Sequence[int], category: int
+) -> list[dict]:
+    """A COCO results list of points, `{"image_id", "category_id", "point": [x, y], "score"}`: every label
+    under the task's one scored category, as the box results."""
+    return [
+        {"image_id": image_id, "category_id": category, "point": point, "score": score}
+        for image_id, points in zip(image_ids, found, strict=True)
+        for point, score in zip(points["points"].tolist(), points["scores"].tolist(), strict=True)
+    ]
+
+
+def evaluate_localiser(
+    localiser,
+    config: dict,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    images_per_batch: int = 2,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Runs the point model `localiser` (weights on `device`) on every test image (whole images:
+    `localise_whole_images`), writes `results_points.json` and `metrics_points.json` (+ `.txt`) into
+    `out_dir` and returns the point metrics (`evaluate_points`: headline `AP1.0_tiny`). Distributed runs
+    share the batches as `evaluate_detector` does."""
+    test_set = load_test_set(config["data"])
+    infos = test_set.images
+    batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
+    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
+    found = []
+    for index in tqdm(mine, desc="test (points)", disable=not progress):
+        with torch.no_grad():
+            points = localise_whole_images(
+                localiser, [test_set.read(info).to(device) for info in batches[index]]
+            )
+        found.append((index, [{key: value.cpu() for key, value in p.items()} for p in points]))
+    gathered = comm.gather_objects_to_main(found)
+    metrics = None
+    if gathered is not None:
+        by_batch = dict(pair for shard in gathered for pair in shard)
+        points = [p for index in range(len(batches)) for p in by_batch[index]]
+        results = point_results(points, [info["id"] for info in infos], test_set.category)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results_points.json").write_text(json.dumps(results))
+        metrics = evaluate_points(test_set.ground_truth, results)
+        (out_dir / "metrics_points.json").write_text(json.dumps(metrics, indent=2))
+        (out_dir / "metrics_points.txt").write_text(format_point_report(metrics))
+    return comm.broadcast_from_main(metrics)
+
+
+def evaluate_refiner(
+    refiner, config: dict, out_dir: Path, *, progress: bool = True, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Refines the points of the test images (`data.points` applied to the test json, as to the training
+    json) with the point refiner `refiner` (CPR), writes them to `refined_test.json` and the distances to
+    `metrics_refine.json` in `out_dir`, and returns the latter (`mean_distance_input`,
+    `mean_distance_refined`: pixels to the box centres; `refined_share`: the share of points moved)."""
+    data = config["data"]
+    if comm.rank() != 0:
+        return comm.broadcast_from_main(None)
+    refined, report = refine_point_json(
+        refiner,
+        point_json(data["test_annotations"], data["points"], data["points_seed"]),
+        data["test_images"],
+        normalization=data["normalization"],
+        task=data["task"],
+        device=device,
+        progress=progress,
+        name=str(data["test_annotations"]),
+        image_scale=data["image_scale"],
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "refined_test.json").write_text(json.dumps(refined, separators=(",", ":")))
+    (out_dir / "metrics_refine.json").write_text(json.dumps(report, indent=2))
+    return comm.broadcast_from_main(report)
+
+
+def format_metrics(metrics: Mapping[str, float], kind: str) -> str:
+    """`evaluate_model`'s metrics of a model of `kind` as the table (or line) its evaluation prints."""
+    if kind == "localiser":
+        return format_point_report(metrics)
+    if kind == "refiner":
+        return format_refine_report(metrics)
+    return format_report(metrics, EvalParams.tinyperson(1000))

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes
 
 from tinyfast.data.transforms import normalize, read_image, to_uint8
-from tinyfast.engine.checkpoint import LATEST, load_checkpoint
+from tinyfast.engine.checkpoint import load_checkpoint, model_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference
 from tinyfast.modeling.build import load_model
@@ -29,16 +29,7 @@ def resolve_model(source: str | Path, overrides: Sequence[str] = ()) -> tuple[di
     state of a model given as a run folder (its `config.toml` and `latest.pth`) or as a checkpoint file (the
     resolved config it was trained with travels inside it)."""
     path = Path(source)
-    if path.is_dir():
-        checkpoint = path / LATEST
-        if not checkpoint.is_file():
-            raise ValueError(
-                f"model {path} is a folder without {LATEST}: not a run folder of a trained model"
-            )
-    elif path.is_file():
-        checkpoint = path
-    else:
-        raise ValueError(f"model {path} is neither a run folder nor a checkpoint file")
+    checkpoint = model_checkpoint(path)
     state = load_checkpoint(checkpoint)
     if path.is_dir() and (path / RUN_CONFIG).is_file():
         config = load_config(path / RUN_CONFIG)

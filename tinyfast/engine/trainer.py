@@ -24,6 +24,7 @@ from tinyfast.engine.budget import Plan, TrainingBudget, budgeted_steps
 from tinyfast.engine.checkpoint import (
     LATEST,
     load_checkpoint,
+    model_checkpoint,
     remove_partial_writes,
     restore_rng_states,
     resume_path,
@@ -32,17 +33,41 @@ from tinyfast.engine.checkpoint import (
 )
 from tinyfast.engine.config import RunConfig, to_toml
 from tinyfast.engine.curves import plot_curves, write_tensorboard
-from tinyfast.engine.evaluation import evaluate_detector
+from tinyfast.engine.evaluation import evaluate_model
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
 from tinyfast.modeling.backbone import check_pretrained
-from tinyfast.modeling.build import build_model
-from tinyfast.modeling.inference import prepare_for_inference
+from tinyfast.modeling.build import build_model, load_matching, model_kind
 from tinyfast.utils import comm
 from tinyfast.utils.precision import resolve_precision
 
 log = logging.getLogger("tinyfast.train")
+
+# The target fields each kind of model is trained on (tinyfast.modeling.build.model_kind): the point
+# models never see the boxes of a point-annotated json, which are there for evaluation only.
+SUPERVISION = {
+    "detector": ("boxes", "labels"),
+    "localiser": ("points", "labels"),
+    "refiner": ("points", "labels"),
+}
+
+
+def check_supervision(config: dict) -> str:
+    """The model's kind, after checking that `data.points` fits it: set for a point model, empty for a box
+    detector (ValueError naming both keys otherwise)."""
+    kind, points = model_kind(config["model"]), config["data"]["points"]
+    name = config["model"]["name"]
+    if kind != "detector" and not points:
+        raise ValueError(
+            f"model.name = {name!r} is trained on points: set data.points to 'annotated' (the json's "
+            "`point`), 'coarse' or 'centre' (drawn from the boxes)"
+        )
+    if kind == "detector" and points:
+        raise ValueError(
+            f"data.points = {points!r} is for the point models; model.name = {name!r} trains on boxes"
+        )
+    return kind
 
 
 @contextlib.contextmanager
@@ -107,6 +132,7 @@ class Trainer:
         np.random.seed(settings.seed)
         random.seed(settings.seed)
         check_pretrained(config["model"])
+        self.supervision = SUPERVISION[check_supervision(config)]
         self.amp_dtype = resolve_precision(settings.amp, self.device, "train.amp")
         # oneDNN's and cuDNN's reduced-precision convolutions are fastest on channels-last tensors.
         self.memory_format = torch.contiguous_format if self.amp_dtype is None else torch.channels_last
@@ -115,6 +141,11 @@ class Trainer:
         comm.barrier()
         self.sampler, self.loader = self._data()
         self.model = self._model()
+        init_from = self.settings.model.init_from
+        if init_from and checkpoint is None:
+            self._init_from(init_from)
+        elif init_from:
+            self._info(f"model.init_from = {init_from!r} not applied: the run resumes from {checkpoint}")
         lr = linear_scaled_lr(
             settings.lr, settings.reference_batch, processes.world_size, settings.batch_size
         )
@@ -172,7 +203,7 @@ class Trainer:
 
     def _data(self) -> tuple[EpochBatchSampler, torch.utils.data.DataLoader]:
         settings, processes = self.settings.train, self.processes
-        dataset = train_dataset(self.settings.data)
+        dataset = train_dataset(self.settings.data, settings.seed)
         sampler = EpochBatchSampler(
             len(dataset),
             settings.batch_size,
@@ -201,6 +232,28 @@ class Trainer:
             message = f"BatchNorm statistics are per process: {world_size} CPU processes do not train as one"
             self._info(f"{message} (SyncBatchNorm needs GPUs)", logging.WARNING)
         return model
+
+    def _init_from(self, source: str) -> None:
+        """`model.init_from`: every tensor of a pre-trained model whose name and shape match; one line says
+        what did not load. A frozen backbone (frozen BatchNorm or stages) must load entirely: its weights
+        come from there, not from ImageNet."""
+        path = model_checkpoint(source, "model.init_from")
+        state = load_checkpoint(path).get("model")
+        if not isinstance(state, dict):
+            raise ValueError(f"model.init_from {path}: the checkpoint holds no model")
+        report = load_matching(self.model, state)
+        self._info(f"model.init_from {path}: {report.summary()}")
+        if not report.loaded:
+            raise ValueError(f"model.init_from {path}: no tensor of it matches this config's model")
+        model = self.settings.model
+        frozen = model.backbone_norm == "frozen" or model.frozen_stages >= 0
+        backbone = [name for name in report.not_loaded if name.startswith("backbone.")]
+        if frozen and backbone:
+            raise ValueError(
+                f"model.init_from {path}: {len(backbone)} tensor(s) of the backbone did not load (e.g. "
+                f"{backbone[0]}), and a frozen backbone (model.backbone_norm = {model.backbone_norm!r}, "
+                f"model.frozen_stages = {model.frozen_stages}) would keep them untrained"
+            )
 
     def _info(self, message: str, level: int = logging.INFO) -> None:
         if self.processes.is_main:
@@ -414,10 +467,7 @@ class Trainer:
         if empty:
             return {**outcome, "skipped": "a batch without readable images"}
         images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        targets = [
-            {"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
-            for t in batch.targets
-        ]
+        targets = [{key: t[key].to(self.device) for key in self.supervision} for t in batch.targets]
         # A skipped batch must not leave its trace in the BatchNorm statistics either.
         buffers = [b.clone() for b in self.model.buffers()] if self.settings.train.skip_bad_batches else []
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -473,8 +523,8 @@ class Trainer:
     def _evaluate(self, records) -> dict[str, float]:
         test = self.settings.test
         start = time.perf_counter()
-        metrics = evaluate_detector(
-            prepare_for_inference(self.model, test.precision, self.device).detect_tiles,
+        metrics = evaluate_model(
+            self.model,
             self.config,
             self.run_dir,
             test.policy,

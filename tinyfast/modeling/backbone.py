@@ -27,7 +27,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, setting
+from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, Text, setting
 
 # torchvision constructors and the ImageNet weights that go with them (the reference's ResNets: V1).
 BACKBONES = {
@@ -60,6 +60,9 @@ class BackboneConfig(Section):
     frozen_stages: int = setting(Integer(-1, 4), 1)
     channels: int = setting(Integer(1), 256)
     strides: tuple[int, ...] = setting(Sequence(Integer(1), min_length=1), (4, 8, 16, 32, 64))
+    # A run folder or checkpoint whose weights start the run (every tensor whose name and shape match; the
+    # engine loads them, not when resuming). "": the initialisation above.
+    init_from: str = setting(Text(), "")
 
 
 def local_imagenet_weights(name: str) -> models.WeightsEnum | None:
@@ -93,8 +96,8 @@ def check_pretrained(model_config: dict) -> None:
     cache are downloaded here (see `local_imagenet_weights`)."""
     pretrained = model_config.get("pretrained", True)
     norm, frozen = model_config.get("backbone_norm", "frozen"), model_config.get("frozen_stages", 1)
-    if norm != "frozen" and frozen < 0:
-        return
+    if (norm != "frozen" and frozen < 0) or model_config.get("init_from"):
+        return  # nothing frozen, or the weights come from model.init_from (the engine checks they load)
     if pretrained and local_imagenet_weights(model_config.get("backbone", "resnet50")) is not None:
         return
     why = "model.pretrained = true but they are not available" if pretrained else "model.pretrained = false"

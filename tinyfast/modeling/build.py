@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from tinyfast.modeling.backbone import BackboneConfig
+from tinyfast.modeling.cpr import CPR, CPRConfig
 from tinyfast.modeling.faster_fpn import FasterFPN, FasterFPNConfig
 from tinyfast.modeling.fcos import AdapFCOS, FCOSConfig
+from tinyfast.modeling.p2pnet import P2PNet, P2PNetConfig
 from tinyfast.modeling.retinanet import AdapRetinaNet, RetinaNetConfig
 from tinyfast.tiling import MergePolicy, detector_merge_policy
+from tinyfast.utils.schema import checks
 
 # The detectors a config's `model.name` can name: the model class and its config dataclass. A class's
-# `dense_head` says which merge policy of tiled inference fits it (docs/protocol.md §3.3).
+# `dense_head` says which merge policy of tiled inference fits it (docs/protocol.md §3.3); its `kind` (see
+# `model_kind`) what it is trained on and how it is evaluated.
 DETECTORS = {
     "adap_fcos": (AdapFCOS, FCOSConfig),
     "adap_retinanet": (AdapRetinaNet, RetinaNetConfig),
     "faster_fpn": (FasterFPN, FasterFPNConfig),
+    "p2pnet": (P2PNet, P2PNetConfig),
+    "cpr": (CPR, CPRConfig),
 }
+MODEL_KINDS = ("detector", "localiser", "refiner")
 
 
 def _detector(model_config: Mapping) -> tuple[type[nn.Module], type[BackboneConfig]]:
@@ -30,6 +38,13 @@ def _detector(model_config: Mapping) -> tuple[type[nn.Module], type[BackboneConf
     return DETECTORS[name]
 
 
+def model_kind(model_config: Mapping) -> str:
+    """What `model.name` is: a "detector" (boxes: trained on boxes, scored by box AP), a "localiser"
+    (points: trained on points, scored by point AP, `tinyfast.evaluation.evaluate_points`) or a "refiner"
+    (CPR: trained on points, moves annotated points; scored by their distance to the box centres)."""
+    return _detector(model_config)[0].kind
+
+
 def model_settings(model_config: Mapping) -> BackboneConfig:
     """The `[model]` section as the config dataclass of the detector `model.name` names, every key checked
     (ValueError naming the key and the value)."""
@@ -37,6 +52,13 @@ def model_settings(model_config: Mapping) -> BackboneConfig:
         raise ValueError(f"model must be a table of settings ([model]), got {model_config!r}")
     _, config_class = _detector(model_config)
     return config_class.from_config(model_config, ignore=("name",), owner=model_config["name"])
+
+
+def model_keys(model_config: Mapping) -> tuple[str, ...]:
+    """Every key the `[model]` section of detector `model.name` may hold (those it leaves out take their
+    defaults)."""
+    _, config_class = _detector(model_config)
+    return ("name", *checks(config_class))
 
 
 def build_model(model_config: Mapping) -> nn.Module:
@@ -56,6 +78,60 @@ def load_model(model_config: Mapping, checkpoint: Mapping, source: str) -> nn.Mo
     return model
 
 
+@dataclass(frozen=True)
+class PartialLoad:
+    """What `load_matching` loaded into a model and what not."""
+
+    loaded: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # name, shape given, shape here
+    missing: tuple[str, ...]  # tensors of the model the state does not have
+    unexpected: tuple[str, ...]  # tensors of the state the model does not have
+
+    @property
+    def not_loaded(self) -> tuple[str, ...]:
+        """The model's tensors that kept their initialisation."""
+        return tuple(name for name, _, _ in self.mismatched) + self.missing
+
+    def summary(self, shown: int = 4) -> str:
+        """One line: how many tensors loaded, and which did not (the first `shown` of each kind)."""
+        total = len(self.loaded) + len(self.not_loaded)
+        parts = []
+        if self.mismatched:
+            names = [f"{n} {list(there)} there, {list(here)} here" for n, there, here in self.mismatched]
+            parts.append(f"{len(names)} of another shape ({_first(names, shown)})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} not in the checkpoint ({_first(self.missing, shown)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} of the checkpoint not in this model "
+                         f"({_first(self.unexpected, shown)})")  # fmt: skip
+        return f"loaded {len(self.loaded)} of the model's {total} tensors" + (
+            "; not loaded: " + "; ".join(parts) if parts else ""
+        )
+
+
+def _first(names, shown: int) -> str:
+    names = list(names)
+    return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")
+
+
+def load_matching(model: nn.Module, state: Mapping[str, Tensor]) -> PartialLoad:
+    """Loads every tensor of `state` (a model's state dict) whose name and shape match one of `model`'s
+    (a pre-trained detector of another class count: all but its classifier); the rest keeps its values."""
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(matching, strict=False)
+    return PartialLoad(
+        loaded=tuple(matching),
+        mismatched=tuple(
+            (k, tuple(v.shape), tuple(own[k].shape))
+            for k, v in state.items()
+            if k in own and k not in matching
+        ),
+        missing=tuple(k for k in own if k not in state),
+        unexpected=tuple(k for k in state if k not in own),
+    )
+
+
 def policy_for_model(
     name: str,
     model_config: Mapping,
@@ -67,6 +143,11 @@ def policy_for_model(
     """The merge policy `name` with the model's test settings (`nms_pre` overridable here) and its kind:
     see `tinyfast.tiling.detector_merge_policy`."""
     model_class, _ = _detector(model_config)
+    if model_class.kind != "detector":
+        raise ValueError(
+            f"model.name = {model_config['name']!r} is a point model: tiled inference with a box merge "
+            "policy (test policies, predict, study) is for the box detectors (docs/points.md)"
+        )
     settings = model_settings(model_config)
     return detector_merge_policy(
         name,

@@ -23,6 +23,7 @@ class DenseDetector(nn.Module, abc.ABC):
     level of one image) and `losses(*outputs, priors, targets)`."""
 
     dense_head = True  # the merge policies treat it as a dense head (tinyfast.tiling.merge_policy)
+    kind = "detector"  # boxes: tinyfast.modeling.build.model_kind
     inference_dtype: torch.dtype | None = None  # the network's autocast dtype in detect_tiles
 
     def priors(self, outputs: tuple[list[Tensor], ...], device: torch.device) -> list[Tensor]:

@@ -122,6 +122,7 @@ class FasterFPN(nn.Module):
     before the final NMS (RCNN scores above the threshold, one per class and RoI)."""
 
     dense_head = False
+    kind = "detector"  # boxes: tinyfast.modeling.build.model_kind
     inference_dtype: torch.dtype | None = None  # the networks' autocast dtype in detect_tiles
 
     def __init__(self, config: FasterFPNConfig = FasterFPNConfig()):

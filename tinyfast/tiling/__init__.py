@@ -1,4 +1,5 @@
-"""Tiled inference on full images: the reference's tile grid, the detector contract, the merge policies."""
+"""Tiled inference on full images: the reference's tile grid, the detector contract, the merge policies (of
+boxes, and of points)."""
 
 from tinyfast.tiling.detector import TileDetector, TileSettings, TorchvisionDetector
 from tinyfast.tiling.grid import tile_grid
@@ -11,11 +12,13 @@ from tinyfast.tiling.inference import (
     merge_policy,
     write_coco_results,
 )
+from tinyfast.tiling.points import POINT_POLICIES, merge_tile_points
 from tinyfast.tiling.yolo import UltralyticsDetector
 
 __all__ = [
     "MERGE_NMS_IOU",
     "MergePolicy",
+    "POINT_POLICIES",
     "TileDetector",
     "TileSettings",
     "TorchvisionDetector",
@@ -24,6 +27,7 @@ __all__ = [
     "detect_images",
     "detector_merge_policy",
     "merge_policy",
+    "merge_tile_points",
     "tile_grid",
     "write_coco_results",
 ]

@@ -34,12 +34,12 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def _bound_text(low, high, low_open: bool = False) -> str:
+def _bound_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
     if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{_number(low)}, {_number(high)}]"
+        return f" in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
     if low is not None:
         return f" {'>' if low_open else '>='} {_number(low)}"
-    return f" <= {_number(high)}" if high is not None else ""
+    return f" {'<' if high_open else '<='} {_number(high)}" if high is not None else ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Real(Check):
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # the value must be > low (not >=)
+    high_open: bool = False  # the value must be < high (not <=)
     allow_inf: bool = False
 
     def validate(self, value, key):
@@ -73,13 +74,14 @@ class Real(Check):
         if math.isinf(value) and not self.allow_inf:
             raise self._error(value, key)
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        if below or (self.high is not None and value > self.high):
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if below or above:
             raise self._error(value, key)
         return float(value)
 
     def describe(self):
         kind = "a number" if self.allow_inf else "a finite number"
-        return kind + _bound_text(self.low, self.high, self.low_open)
+        return kind + _bound_text(self.low, self.high, self.low_open, self.high_open)
 
 
 @dataclass(frozen=True)
