@@ -11,28 +11,11 @@
 # Python packages missing there (pycocotools, sahi, shapely) travel as wheels in .whl/ (see
 # /work/.library/device/README.md); they are installed into a temporary folder first.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-out="${OUT:-$(mktemp -d)}"
+source "$(dirname "$0")/device_env.sh"  # cd to the repository, $out, the .whl/ packages, stage()
 status=0
-export PYTHONUNBUFFERED=1
-
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
-
-stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND with a time limit, logs to $out/NAME.log
-  local name=$1 limit=$2 begin rc
-  shift 2
-  begin=$(date +%s)
-  timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
-  rc=$?
-  echo "== $name: rc $rc, $(($(date +%s) - begin)) s (limit $limit s)"
-  return $rc
-}
 
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
 stage build 300 python3 setup.py build_ext --inplace || { tail -n 60 "$out/build.log"; exit 1; }

@@ -13,16 +13,80 @@ files the suite runs first (``--quick``: the small sizes CI runs, ``TINYFAST_BEN
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tinyfast.utils.machine import describe
+from tinyfast.utils.machine import describe, machine
 
 _MEASURED = ("baseline_s", "ours_s", "ratio", "memory_ratio")
+
+# The detection benchmarks' columns (bench.real_images, bench.bench_yolo_rpi640): metric key, header.
+DETECTION_METRICS = (
+    ("AP50_tiny", "AP50 tiny"),
+    ("AP50_tiny1", "tiny1"),
+    ("AP50_tiny2", "tiny2"),
+    ("AP50_tiny3", "tiny3"),
+    ("AP50_small", "small"),
+    ("AP50_all", "AP50 all"),
+    ("AR50_tiny", "AR50 tiny"),
+)
+DETECTION_SPEEDS = (
+    ("training_images_per_s", "training images/s"),
+    ("inference_images_per_s", "inference images/s"),
+)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table: one header line, the separator, one line per row of cells."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def detection_table(rows: Sequence[dict]) -> str:
+    """One line per row (``name``, the metrics of ``DETECTION_METRICS`` as fractions to 3 decimals, the
+    speeds of ``DETECTION_SPEEDS`` to 3 significant digits); a value a row does not have is an empty cell,
+    a metric without ground truth in its size range (the evaluator's -1) is "n/a"."""
+
+    def metric(row: dict, key: str) -> str:
+        value = row.get(key)
+        return "" if value is None else "n/a" if value < 0 else f"{value:.3f}"
+
+    def speed(row: dict, key: str) -> str:
+        value = row.get(key)
+        return "" if value is None else f"{value:.3g}"
+
+    headers = ["", *(header for _, header in DETECTION_METRICS), *(header for _, header in DETECTION_SPEEDS)]
+    return markdown_table(
+        headers,
+        (
+            [
+                row["name"],
+                *(metric(row, key) for key, _ in DETECTION_METRICS),
+                *(speed(row, key) for key, _ in DETECTION_SPEEDS),
+            ]
+            for row in rows
+        ),
+    )
+
+
+def write_detection_report(rows: Sequence[dict], out: Path, stem: str, note: str) -> str:
+    """``{stem}.md`` (a caption: the date, the machine, ``note``; then the table) and ``{stem}.json`` (the
+    same rows, every value they hold) in ``out``; returns the markdown."""
+    described = machine()
+    caption = f"Measured {datetime.date.today().isoformat()} on {describe(described)}. {note}".strip()
+    markdown = f"{caption}\n\n{detection_table(rows)}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(markdown)
+    saved = {"caption": caption, "machine": described, "rows": list(rows)}
+    (out / f"{stem}.json").write_text(json.dumps(saved, indent=2) + "\n")
+    return markdown
 
 
 def _seconds(value: float) -> str:
@@ -48,18 +112,15 @@ def caption(report: dict) -> str:
 
 
 def table(report: dict) -> str:
-    lines = [
-        "| benchmark | workload | ours | baseline | speed-up | peak memory |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for bench in measured(report):
         info = bench["extra_info"]
         memory = f"{info['memory_ratio']:.0f}x less" if "memory_ratio" in info else ""
-        lines.append(
-            f"| {bench['name']} | {_details(info)} | {_seconds(info['ours_s'])} | "
-            f"{_seconds(info['baseline_s'])} | {info['ratio']:.2f}x | {memory} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append(
+            [bench["name"], _details(info), _seconds(info["ours_s"]), _seconds(info["baseline_s"]),
+             f"{info['ratio']:.2f}x", memory]
+        )  # fmt: skip
+    return markdown_table(["benchmark", "workload", "ours", "baseline", "speed-up", "peak memory"], rows)
 
 
 def save_plot(report: dict, path: Path) -> None:

@@ -100,6 +100,7 @@ class TrainConfig(Section):
     auto_resume: bool = setting(Flag())
     skip_bad_batches: int = setting(Integer(0))
     max_iters_per_epoch: int = setting(Integer(0))
+    budget_s: float = setting(NON_NEGATIVE)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def sgd(
 
 class StepSchedule:
     """Warm-up over the first `warmup_iters` iterations (linear from `warmup_ratio`, or constant at it),
-    then the learning rate times 0.1 at each epoch in `steps`."""
+    then the learning rate times 0.1 at each epoch in `steps`; after `decay_at_iterations(...)`, at each of
+    those iterations instead (a run sized by a time budget: `tinyfast.engine.budget`)."""
 
     def __init__(
         self,
@@ -58,9 +59,15 @@ class StepSchedule:
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.steps, self.warmup, self.warmup_iters = sorted(steps), warmup, warmup_iters
         self.warmup_ratio, self.gamma = warmup_ratio, gamma
+        self.steps_in_iterations = False
+
+    def decay_at_iterations(self, iterations: list[int]) -> None:
+        """From now on the learning rate drops at these iterations (not epochs)."""
+        self.steps, self.steps_in_iterations = sorted(iterations), True
 
     def factor(self, epoch: int, iteration: int) -> float:
-        decay = self.gamma ** sum(epoch >= step for step in self.steps)
+        now = iteration if self.steps_in_iterations else epoch
+        decay = self.gamma ** sum(now >= step for step in self.steps)
         if self.warmup == "none" or iteration >= self.warmup_iters:
             return decay
         if self.warmup == "constant":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -20,6 +21,7 @@ from tinyfast.data import DataError
 from tinyfast.data.build import prepare_data, train_dataset
 from tinyfast.data.sampling import EpochBatchSampler, TrainingBatch, loader_workers, make_training_loader
 from tinyfast.engine import distributed
+from tinyfast.engine.budget import Plan, TrainingBudget, budgeted_steps
 from tinyfast.engine.checkpoint import (
     LATEST,
     load_checkpoint,
@@ -169,10 +171,22 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.position = Position()
+        # Training seconds of the run so far (a resumed run starts with its checkpoint's); evaluations,
+        # timed apart, are not part of it.
+        self.training_s_before, self.evaluation_s = 0.0, 0.0
+        planned_iterations = None
         if checkpoint is not None:
-            self._restore(checkpoint)
+            planned_iterations = self._restore(checkpoint)
         elif resume is not None or settings.auto_resume:
             self._info(f"nothing to resume in {run_dir}: the run starts from the beginning")
+        self.budget = None
+        if settings.budget_s > 0:
+            self.budget = TrainingBudget(
+                settings.budget_s, self.position.iteration, self.training_s_before, planned_iterations
+            )
+            self.schedule.decay_at_iterations(
+                [] if planned_iterations is None else self._budgeted_steps(planned_iterations)
+            )
         self.network = (
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -247,7 +261,9 @@ class Trainer:
         if self.processes.is_main:
             log.log(level, message)
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path) -> int | None:
+        """Continues from the checkpoint at `path`; returns the iterations its run's time budget planned
+        (None: no budget, or not planned yet)."""
         state = load_checkpoint(path)
         position = resume_position(state, path, self.processes.world_size, self.settings.train.batch_size)
         try:
@@ -260,14 +276,16 @@ class Trainer:
             message = " ".join(str(error).split())[:300]
             raise ValueError(f"{path} cannot be resumed by this config's run ({message})") from None
         self.position = position
+        self.training_s_before = float(state.get("training_s", 0.0))  # absent in older checkpoints
         if self.processes.is_main:
             truncate_log(self.run_dir / "log.jsonl", position.iteration)
         self._info(
             f"resumed from {path}: epoch {position.epoch + 1}, batch {position.batch_in_epoch} of the epoch, "
             f"iteration {position.iteration}"
         )
+        return state.get("planned_iterations")
 
-    def _state(self) -> dict:
+    def _state(self, training_s: float) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -277,26 +295,34 @@ class Trainer:
             "world_size": self.processes.world_size,
             "batch_size": self.settings.train.batch_size,
             "config": self.config,
+            "training_s": training_s,
+            "planned_iterations": None if self.budget is None else self.budget.planned_iterations,
         }
 
     def _save(self, name: str) -> None:
+        training_s = self._training_s()  # a collective: every process takes part
         if self.processes.is_main:
-            save_checkpoint(self._state(), self.run_dir, name, self.settings.train.keep_checkpoints)
+            save_checkpoint(self._state(training_s), self.run_dir, name, self.settings.train.keep_checkpoints)
 
     def run(self) -> tuple[nn.Module, dict[str, float]]:
-        """Trains the remaining epochs, evaluating every `test.eval_interval` epochs, then evaluates the
-        final model with tiled inference on the test images (unless the interval is negative). Returns the
-        model and the last metrics."""
-        epochs, interval = self.settings.train.epochs, self.settings.test.eval_interval
+        """Trains the remaining epochs (with `train.budget_s`: the iterations that fit in it), evaluating
+        every `test.eval_interval` epochs, then evaluates the final model with tiled inference on the test
+        images (unless the interval is negative). Writes the training and evaluation times to
+        `timing.json`. Returns the model and the last metrics."""
+        interval = self.settings.test.eval_interval
         metrics = {}
+        self.clock_start = time.perf_counter()
+        start_iteration = self.position.iteration
         with contextlib.closing(RecordLog(self.run_dir / "log.jsonl", self.processes.is_main)) as records:
-            while self.position.epoch < epochs:
+            while not self._finished():
                 self._train_epoch(records)
                 self._save(f"epoch_{self.position.epoch}")
-                if interval > 0 and self.position.epoch % interval == 0 and self.position.epoch < epochs:
+                if interval > 0 and self.position.epoch % interval == 0 and not self._finished():
                     metrics = self._evaluate(records)
+            training_s = self._training_s()
             if interval >= 0:
                 metrics = self._evaluate(records)
+        self._report_times(training_s, self.position.iteration - start_iteration)
         if self.processes.is_main:
             self._write_curves()
         if self.position.skipped_batches or self.position.skipped_images:
@@ -306,6 +332,86 @@ class Trainer:
                 logging.WARNING,
             )
         return self.model, metrics
+
+    def _finished(self) -> bool:
+        if self.budget is None:
+            return self.position.epoch >= self.settings.train.epochs
+        planned = self.budget.planned_iterations
+        return planned is not None and self.position.iteration >= planned
+
+    def _training_s(self) -> float:
+        """Seconds of training in the whole run so far, the same in every process (their maximum)."""
+        elapsed = self.training_s_before + time.perf_counter() - self.clock_start - self.evaluation_s
+        if self.processes.world_size > 1:
+            reading = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+            elapsed = comm.max_over_processes(reading).item()
+        return elapsed
+
+    def _budgeted_steps(self, iterations: int) -> list[int]:
+        settings = self.settings.train
+        return budgeted_steps(settings.steps, settings.epochs, iterations)
+
+    def _budget_reached(self) -> bool:
+        """With `train.budget_s`, after each iteration: plans the run when the probe ends; whether the run
+        ends here."""
+        iteration, elapsed = self.position.iteration, self._training_s()
+        plan = self.budget.observe(iteration, elapsed)
+        if plan is not None:
+            self._apply_plan(plan)
+        if not self.budget.exhausted(iteration, elapsed):
+            return False
+        if iteration < self.budget.planned_iterations:
+            self._info(
+                f"the time budget ran out at iteration {iteration} of the {self.budget.planned_iterations} "
+                f"planned ({elapsed:.1f} s of training, train.budget_s = {self.budget.seconds:g}): the "
+                f"iterations ran slower than the probe measured",
+                logging.WARNING,
+            )
+            self.budget.planned_iterations = iteration
+        return True
+
+    def _apply_plan(self, plan: Plan) -> None:
+        settings = self.settings.train
+        steps = self._budgeted_steps(plan.iterations)
+        self.schedule.decay_at_iterations(steps)
+        epochs, rest = divmod(plan.iterations, self.sampler.batches_per_epoch)
+        self._info(
+            f"train.budget_s = {self.budget.seconds:g}: after {plan.decided_at} iterations, "
+            f"{plan.timed_iterations} timed iteration(s) took {plan.seconds_per_iteration:.4g} s each; the "
+            f"run trains {plan.iterations} iterations "
+            f"({epochs} epoch(s) of {self.sampler.batches_per_epoch} batches + {rest}), the learning rate "
+            f"x{self.schedule.gamma:g} at iterations {steps} (train.steps = {list(settings.steps)} of "
+            f"train.epochs = {settings.epochs}, as fractions)"
+        )
+        first_step = min((step for step in steps if step > 0), default=plan.iterations)
+        if settings.warmup != "none" and settings.warmup_iters > first_step:
+            self._info(
+                f"train.warmup_iters = {settings.warmup_iters} goes past the budgeted run's first "
+                f"learning-rate drop (iteration {first_step} of {plan.iterations})",
+                logging.WARNING,
+            )
+
+    def _report_times(self, training_s: float, iterations: int) -> None:
+        """train.log and `timing.json`: the run's iterations and training seconds (a resumed run's include
+        those before it), the training images per second of this part of it, and its evaluation seconds."""
+        settings = self.settings.train
+        images = iterations * self.processes.world_size * settings.batch_size
+        session_s = training_s - self.training_s_before
+        timing = {
+            "iterations": self.position.iteration,
+            "training_s": round(training_s, 3),
+            "images_per_s": round(images / session_s, 3) if images and session_s > 0 else None,
+            "evaluation_s": round(self.evaluation_s, 3),
+            "budget_s": settings.budget_s,
+        }
+        budget = f" (train.budget_s = {settings.budget_s:g})" if self.budget is not None else ""
+        speed = f", {timing['images_per_s']:g} training images/s" if timing["images_per_s"] else ""
+        self._info(
+            f"training: {self.position.iteration} iterations in {training_s:.1f} s{budget}{speed}; "
+            f"evaluation: {self.evaluation_s:.1f} s"
+        )
+        if self.processes.is_main:
+            (self.run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
 
     def _write_curves(self) -> None:
         """curves.png (and TensorBoard events when tensorboard is installed) from log.jsonl; a run whose
@@ -317,7 +423,12 @@ class Trainer:
             self._info(f"no training curves: {error}", logging.WARNING)
 
     def _train_epoch(self, records) -> None:
+        """One epoch, or what is left of it; with a time budget the last epoch of the run ends early, at
+        the run's planned iteration, and counts as done."""
         epoch, epochs = self.position.epoch, self.settings.train.epochs
+        if self.budget is not None:
+            planned = self.budget.planned_iterations
+            epochs = "?" if planned is None else -(-planned // self.sampler.batches_per_epoch)
         interval = self.settings.train.checkpoint_interval
         self.sampler.set_epoch(epoch, self.position.batch_in_epoch)
         bar = tqdm(
@@ -333,6 +444,8 @@ class Trainer:
             record = {"epoch": epoch + 1, "iteration": self.position.iteration, "lr": lr, "time": time.time()}
             record.update(outcome)
             records.write(record)
+            if self.budget is not None and self._budget_reached():
+                break
             unfinished = self.position.batch_in_epoch < self.sampler.batches_per_epoch
             if interval > 0 and self.position.iteration % interval == 0 and unfinished:
                 records.flush()
@@ -414,6 +527,7 @@ class Trainer:
 
     def _evaluate(self, records) -> dict[str, float]:
         test = self.settings.test
+        start = time.perf_counter()
         metrics = evaluate_model(
             self.model,
             self.config,
@@ -425,6 +539,7 @@ class Trainer:
         )
         records.write({"epoch": self.position.epoch, "iteration": self.position.iteration, **metrics})
         records.flush()
+        self.evaluation_s += time.perf_counter() - start
         return metrics
 
 

@@ -43,6 +43,14 @@ def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
     return sum_over_processes(tensor) / world_size()
 
 
+def max_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum over all processes, as a new tensor (the input is left alone)."""
+    highest = tensor.clone()
+    if world_size() > 1:
+        dist.all_reduce(highest, op=dist.ReduceOp.MAX)
+    return highest
+
+
 def all_gather_objects(value) -> list:
     """Every process's `value` (picklable), in rank order, in every process."""
     if world_size() == 1:
