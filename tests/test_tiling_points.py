@@ -1,13 +1,14 @@
 """tinyfast.tiling.merge_tile_points: the two merge policies for point detections, against a plain
-composition (mapping written point by point, then the point NMS reference)."""
+composition (mapping written point by point, then the point NMS reference); locate_images end to end."""
 
 import math
 
 import pytest
 import torch
+from painted_persons import PaintedPersonDetector, painted_image
 
 from tests.reference.point_nms import reference_point_nms
-from tinyfast.tiling import merge_tile_points, tile_grid
+from tinyfast.tiling import locate_images, merge_tile_points, tile_grid
 
 IMAGE_SIZES = [(1920, 1080), (1280, 720)]
 
@@ -339,3 +340,54 @@ def test_bad_input_raises_value_error_naming_it(arguments, options, match):
     options = {"distance_threshold": 1.0} | options
     with pytest.raises(ValueError, match=match):
         merge_tile_points(*arguments, **options)
+
+
+class PaintedPersonLocaliser:
+    """A point localiser made of PaintedPersonDetector: the centre of each visible painted person, size 4."""
+
+    def __init__(self):
+        self.boxes = PaintedPersonDetector()
+        self.sizes = []
+
+    def locate(self, tiles, sizes):
+        self.sizes.append(sizes)
+        found = self.boxes(tiles, None)
+        return [
+            {
+                "points": (f["boxes"][:, :2] + f["boxes"][:, 2:]) / 2,
+                "scores": f["scores"],
+                "labels": f["labels"],
+                "sizes": torch.full_like(f["scores"], 4.0),
+            }
+            for f in found
+        ]
+
+
+# Whole persons only: two of them inside the overlap of neighbouring tiles, seen whole by both.
+WHOLE_PERSONS = [(100, 100, 112, 120), (560, 300, 580, 320), (700, 430, 712, 450), (980, 680, 1000, 700)]
+
+
+@pytest.mark.parametrize("policy", ["during", "after"])
+@pytest.mark.parametrize("scales", [(1.0,), ((1.5, 2.0),)])
+def test_locate_images_tiles_like_detect_images_and_merges_to_one_point_per_person(policy, scales):
+    localiser = PaintedPersonLocaliser()
+    (found,) = locate_images(localiser, [painted_image(WHOLE_PERSONS)], policy, scales=scales, flips=True)
+    expected = torch.tensor([((x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in WHOLE_PERSONS])
+    assert len(found["points"]) == len(WHOLE_PERSONS)
+    distance = torch.cdist(found["points"].float(), expected)
+    assert float(distance.min(dim=1).values.max()) <= 1.0
+    assert sorted(distance.argmin(dim=1).tolist()) == list(range(len(WHOLE_PERSONS)))
+    assert found["scores"].tolist() == sorted(found["scores"].tolist(), reverse=True)
+    shapes = {shape[-2:] for shape, _ in localiser.boxes.calls}
+    assert shapes == ({(512, 640)} if scales == (1.0,) else {(1024, 960)})
+    assert all(len(set(sizes)) == 1 for sizes in localiser.sizes)
+
+
+def test_locate_images_names_its_bad_arguments():
+    image = painted_image(WHOLE_PERSONS)
+    with pytest.raises(ValueError, match="tile_batch_size"):
+        locate_images(PaintedPersonLocaliser(), [image], tile_batch_size=0)
+    with pytest.raises(ValueError, match="locate_images: scales"):
+        locate_images(PaintedPersonLocaliser(), [image], scales=(0.0,))
+    with pytest.raises(ValueError, match="policy"):
+        locate_images(PaintedPersonLocaliser(), [image], "sometimes")

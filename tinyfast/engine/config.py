@@ -121,6 +121,7 @@ class TestConfig(Section):
     max_per_img: int = setting(Integer(0))
     tile_batch_size: int = setting(Integer(1))
     precision: str = setting(OneOf(PRECISION_SETTINGS))
+    point_merge_distance: float = setting(POSITIVE)
     compile: bool = setting(Flag())
 
 

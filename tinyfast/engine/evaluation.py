@@ -16,12 +16,12 @@ from tqdm import tqdm
 from tinyfast.data.annotations import read_json, task_ground_truth, task_scoring_category
 from tinyfast.data.errors import DataError
 from tinyfast.data.points import point_json
-from tinyfast.data.transforms import normalize, pad_to_multiple, read_image
+from tinyfast.data.transforms import normalize, read_image
 from tinyfast.engine.refinement import format_refine_report, refine_point_json
 from tinyfast.evaluation import EvalParams, evaluate, evaluate_points, format_point_report, format_report
 from tinyfast.modeling.build import model_kind, policy_for_model
 from tinyfast.modeling.inference import prepare_for_inference
-from tinyfast.tiling import MergePolicy, TileDetector, detect_images, write_coco_results
+from tinyfast.tiling import MergePolicy, TileDetector, detect_images, locate_images, write_coco_results
 from tinyfast.utils import comm
 from tinyfast.utils.prefetch import prefetch_to_device
 
@@ -207,12 +207,19 @@ def evaluate_model(
     return evaluate_detector(prepared.detect_tiles, config, out_dir, policy, **options)
 
 
-def localise_whole_images(localiser, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """The points of a point model (`locate`) on whole images, padded into one batch: the test-time
-    inference of the point models until tiled inference of points (the tiles' points merged by point NMS,
-    `merge_tile_points`) replaces it here."""
-    sizes = [tuple(image.shape[-2:]) for image in images]
-    return localiser.locate(pad_to_multiple(list(images), 32), sizes)
+def point_tiling(config: dict) -> dict:
+    """The `locate_images` options of a point model's config, from its `[test]` section."""
+    test = config["test"]
+    return {
+        "policy": test["policy"],
+        "tile": tuple(test["tile"]),
+        "overlap": tuple(test["overlap"]),
+        "scales": tuple(test["scales"]),
+        "flips": bool(test["flips"]),
+        "tile_batch_size": test["tile_batch_size"],
+        "distance_threshold": test["point_merge_distance"],
+        "max_per_img": test["max_per_img"] or None,
+    }
 
 
 def point_results(
@@ -236,20 +243,20 @@ def evaluate_localiser(
     images_per_batch: int = 2,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Runs the point model `localiser` (weights on `device`) on every test image (whole images:
-    `localise_whole_images`), writes `results_points.json` and `metrics_points.json` (+ `.txt`) into
-    `out_dir` and returns the point metrics (`evaluate_points`: headline `AP1.0_tiny`). Distributed runs
-    share the batches as `evaluate_detector` does."""
+    """Runs the point model `localiser` (weights on `device`) on every test image (tiled as the `[test]`
+    section says: `tinyfast.tiling.locate_images`), writes `results_points.json` and `metrics_points.json`
+    (+ `.txt`) into `out_dir` and returns the point metrics (`evaluate_points`: headline `AP1.0_tiny`).
+    Distributed runs share the batches as `evaluate_detector` does."""
     test_set = load_test_set(config["data"])
     infos = test_set.images
     batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
     mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
     found = []
+    tiling = point_tiling(config)
     for index in tqdm(mine, desc="test (points)", disable=not progress):
         with torch.no_grad():
-            points = localise_whole_images(
-                localiser, [test_set.read(info).to(device) for info in batches[index]]
-            )
+            images = [test_set.read(info).to(device) for info in batches[index]]
+            points = locate_images(localiser, images, **tiling)
         found.append((index, [{key: value.cpu() for key, value in p.items()} for p in points]))
     gathered = comm.gather_objects_to_main(found)
     metrics = None

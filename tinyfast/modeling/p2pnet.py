@@ -202,7 +202,7 @@ class P2PNet(nn.Module):
     @torch.no_grad()
     def locate(self, images: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict]:
         """The points of a padded batch of images of `image_sizes` (h, w): the inference contract of the
-        point models (tinyfast.engine.evaluation.localise_whole_images)."""
+        point models (tinyfast.tiling.locate_images)."""
         self.eval()
         logits, points = run_network(self.inference_dtype, self.predict_proposals, images)
         return self.decode(logits, points, image_sizes)

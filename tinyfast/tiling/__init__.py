@@ -12,7 +12,7 @@ from tinyfast.tiling.inference import (
     merge_policy,
     write_coco_results,
 )
-from tinyfast.tiling.points import POINT_POLICIES, merge_tile_points
+from tinyfast.tiling.points import POINT_POLICIES, locate_images, merge_tile_points
 from tinyfast.tiling.yolo import UltralyticsDetector
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "detect_images",
     "detector_merge_policy",
     "merge_policy",
+    "locate_images",
     "merge_tile_points",
     "tile_grid",
     "write_coco_results",

@@ -143,47 +143,58 @@ def detect_images(
 
     Every image is cut on the reference grid; each tile is seen at every scale in ``scales`` (resized
     bilinearly; a scale is a number or an (x, y) pair) and, with ``flips``, also mirrored. Tiles of the same
-    size from all images go to the detector
-    together, ``tile_batch_size`` at a time; one ``merge_tiles`` call merges the whole batch per ``policy``
-    (a name for ``merge_policy`` or a ``MergePolicy``, which also holds the merge's border handling).
+    size from all images go to the detector together, ``tile_batch_size`` at a time; one ``merge_tiles``
+    call merges the whole batch per ``policy`` (a name for ``merge_policy`` or a ``MergePolicy``, which also
+    holds the merge's border handling).
     """
     if isinstance(policy, str):
         policy = merge_policy(policy)
     if tile_batch_size < 1:
         raise ValueError(f"detect_images: tile_batch_size must be >= 1, got {tile_batch_size}")
+    views = tile_views(images, tile, overlap, scales, flips, "detect_images")
+    settings = policy.tile_settings
+    detections = run_views(lambda tiles: detector(tiles, settings), images, views, tile_batch_size)
+    return _merge(images, views, detections, policy)
+
+
+def tile_views(images, tile, overlap, scales, flips, caller: str) -> list[_TileView]:
+    """Every (image, tile, scale, flip) the model sees, in that order; ValueError naming `caller`."""
     if not scales:
-        raise ValueError("detect_images: scales must not be empty")
+        raise ValueError(f"{caller}: scales must not be empty")
     try:
         pairs = [axis_scales(scale) for scale in scales]
     except ValueError as e:
-        raise ValueError(f"detect_images: scales: {e}") from None
-    views = [
+        raise ValueError(f"{caller}: scales: {e}") from None
+    return [
         _TileView(index, crop, pair, flipped)
         for index, image in enumerate(images)
         for crop in tile_grid(image.shape[-1], image.shape[-2], tile, overlap)
         for pair in pairs
         for flipped in ((False, True) if flips else (False,))
     ]
-    # A batch's pixels are cut when it goes to the detector: memory holds one batch of tiles, never all
-    # the tiles of a large image (only their detections wait for the merge).
-    sizes = [_view_size(view) for view in views]
-    by_size = defaultdict(list)
-    for position, size in enumerate(sizes):
-        by_size[size].append(position)
 
-    detections: dict[int, dict[str, torch.Tensor]] = {}
+
+def run_views(model, images, views: list[_TileView], tile_batch_size: int) -> dict[int, dict]:
+    """`model(tiles)` (a list of per-tile dicts) on the views' pixels, tiles of one size together,
+    `tile_batch_size` at a time; the results by view position."""
+    # A batch's pixels are cut when it goes to the model: memory holds one batch of tiles, never all the
+    # tiles of a large image (only their detections wait for the merge).
+    by_size = defaultdict(list)
+    for position, view in enumerate(views):
+        by_size[_view_size(view)].append(position)
+    found: dict[int, dict] = {}
     for positions in by_size.values():
         for start in range(0, len(positions), tile_batch_size):
             batch = positions[start : start + tile_batch_size]
             tiles = torch.stack([_view_pixels(images[views[p].image], views[p]) for p in batch])
-            outputs = detector(tiles, policy.tile_settings)
+            outputs = model(tiles)
             del tiles
             if len(outputs) != len(batch):
                 raise ValueError(
-                    f"detect_images: the detector returned {len(outputs)} results for {len(batch)} tiles"
+                    f"tiled inference: the model returned {len(outputs)} results for {len(batch)} tiles"
                 )
-            detections.update(zip(batch, outputs, strict=True))
-    return _merge(images, views, sizes, detections, policy)
+            found.update(zip(batch, outputs, strict=True))
+    return found
 
 
 def _view_size(view: _TileView) -> tuple[int, int]:
@@ -203,20 +214,25 @@ def _view_pixels(image: torch.Tensor, view: _TileView) -> torch.Tensor:
     return crop.flip(-1) if view.flipped else crop
 
 
-def _merge(images, views, sizes, detections, policy):
+def view_scales(views: list[_TileView], crops: torch.Tensor) -> torch.Tensor:
+    """[T, 2] (x, y): the resize factor of each view's pixels over its crop (`crops` [T, 4] float)."""
+    resized = torch.tensor([_view_size(view)[::-1] for view in views], dtype=torch.float32)
+    return (resized.to(crops.device) / (crops[:, 2:] - crops[:, :2])).reshape(-1, 2)
+
+
+def _merge(images, views, detections, policy):
     device = images[0].device if images else torch.device("cpu")
     counts = [len(detections[p]["boxes"]) for p in range(len(views))]
-    crops = torch.tensor([v.crop for v in views], dtype=torch.float32, device=device)
-    resized = torch.tensor([(width, height) for height, width in sizes], dtype=torch.float32)
+    crops = torch.tensor([v.crop for v in views], dtype=torch.float32, device=device).reshape(-1, 4)
     merged = merge_tiles(
         torch.cat([detections[p]["boxes"].float() for p in range(len(views))]).reshape(-1, 4).to(device),
         torch.cat([detections[p]["scores"].float() for p in range(len(views))]).to(device),
         torch.cat([detections[p]["labels"].long() for p in range(len(views))]).to(device),
         torch.repeat_interleave(torch.arange(len(views), device=device), torch.tensor(counts, device=device)),
-        crops.reshape(-1, 4),
+        crops,
         torch.tensor([v.image for v in views], dtype=torch.int64, device=device),
         torch.tensor([[img.shape[-1], img.shape[-2]] for img in images], dtype=torch.float32, device=device),
-        tile_scales=(resized.to(device) / (crops[:, 2:] - crops[:, :2])).reshape(-1, 2),
+        tile_scales=view_scales(views, crops),
         tile_flips=torch.tensor([v.flipped for v in views], dtype=torch.bool, device=device),
         score_threshold=policy.score_threshold,
         iou_threshold=policy.iou_threshold,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from tinyfast.ops import point_nms
+from tinyfast.tiling.inference import run_views, tile_views, view_scales
 
 POINT_POLICIES = ("during", "after")
 _KEYS = ("points", "scores", "labels", "sizes")
@@ -153,3 +154,43 @@ def _first_of_each(units: torch.Tensor, cap: int) -> torch.Tensor:
     first = torch.empty(len(units), dtype=torch.bool, device=units.device)
     first[order] = rank_in_unit < cap
     return first
+
+
+def locate_images(
+    localiser,
+    images: Sequence[torch.Tensor],
+    policy: str = "during",
+    *,
+    tile: tuple[int, int] = (640, 512),
+    overlap: tuple[int, int] = (100, 100),
+    scales: Sequence = (1.0,),
+    flips: bool = False,
+    tile_batch_size: int = 8,
+    distance_threshold: float = 0.5,
+    max_per_img: int | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Points ``{"points", "scores", "labels", "sizes"}`` per full image of a point localiser, tiled as
+    ``detect_images`` tiles for a box detector (the same grid, scales, flips and batching), the tiles'
+    points merged by ``merge_tile_points`` under ``policy``. ``localiser.locate(tiles, sizes)`` gives the
+    points of a batch of tiles of (h, w) ``sizes`` (``tinyfast.modeling.p2pnet.P2PNet.locate``)."""
+    if tile_batch_size < 1:
+        raise ValueError(f"locate_images: tile_batch_size must be >= 1, got {tile_batch_size}")
+    views = tile_views(images, tile, overlap, scales, flips, "locate_images")
+
+    def locate(tiles: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return localiser.locate(tiles, [tuple(tiles.shape[-2:])] * len(tiles))
+
+    found = run_views(locate, images, views, tile_batch_size)
+    device = images[0].device if len(images) else torch.device("cpu")
+    crops = torch.tensor([view.crop for view in views], dtype=torch.float32, device=device).reshape(-1, 4)
+    return merge_tile_points(
+        [found[position] for position in range(len(views))],
+        crops,
+        [view.image for view in views],
+        [(float(image.shape[-1]), float(image.shape[-2])) for image in images],
+        policy,
+        distance_threshold=distance_threshold,
+        tile_scales=view_scales(views, crops),
+        tile_flips=[view.flipped for view in views],
+        max_per_img=max_per_img,
+    )
