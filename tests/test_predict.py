@@ -68,6 +68,18 @@ def test_the_run_folder_config_is_toml_that_reads_back(tiny_run):
     assert not (tiny_run / "config.json").exists()
 
 
+def test_a_run_folder_written_before_a_key_existed_still_loads_with_its_default(tiny_run, tmp_path):
+    old = tmp_path / "old_run"
+    old.mkdir()
+    shutil.copy(tiny_run / "latest.pth", old / "latest.pth")
+    lines = (tiny_run / "config.toml").read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("points", "point_merge_distance", "image_scale"))]
+    assert len(kept) == len(lines) - 4
+    (old / "config.toml").write_text("\n".join(kept) + "\n")
+    detector = tinyfast.load_detector(old)
+    assert detector.config["data"]["points"] == "" and detector.config["test"]["point_merge_distance"] == 0.5
+
+
 @needs_rpi
 def test_predict_end_to_end_on_real_images(tiny_run, rpi_images, tmp_path, capsys):
     inputs = tmp_path / "inputs"

@@ -237,6 +237,12 @@ def with_defaults(config: dict) -> dict:
     return _merge(_read(CONFIG_DIR / "base.toml"), config)
 
 
+def load_run_config(path: str | Path) -> dict:
+    """A run folder's `config.toml` (the whole config as the run used it) with the defaults of the keys
+    added since it was written (`with_defaults`), so that an older run folder still loads; not checked."""
+    return with_defaults(_read(Path(path)))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The config at `path` (a file or a shipped config's name; default: the embedded default run's) with
     its bases and the overrides, every key checked (`check_config`; a config without [model], such as

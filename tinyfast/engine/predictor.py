@@ -14,7 +14,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from tinyfast.data.transforms import normalize, read_image, to_uint8
 from tinyfast.engine.checkpoint import load_checkpoint, model_checkpoint
-from tinyfast.engine.config import apply_override, check_config, load_config, with_defaults
+from tinyfast.engine.config import apply_override, check_config, load_run_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference
 from tinyfast.modeling.build import load_model
 from tinyfast.modeling.inference import prepare_for_inference
@@ -33,7 +33,7 @@ def resolve_model(source: str | Path, overrides: Sequence[str] = ()) -> tuple[di
     checkpoint = model_checkpoint(path)
     state = load_checkpoint(checkpoint)
     if path.is_dir() and (path / RUN_CONFIG).is_file():
-        config = load_config(path / RUN_CONFIG)
+        config = load_run_config(path / RUN_CONFIG)
     else:
         config = state.get("config")
         if not isinstance(config, dict):
