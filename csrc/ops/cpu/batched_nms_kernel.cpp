@@ -12,14 +12,6 @@
 namespace tinyfast {
 namespace {
 
-template <typename T>
-bool all_finite_in_parallel(const T* values, int64_t count) {
-  return at::parallel_reduce(
-      0, count, 1 << 14, true,
-      [&](int64_t begin, int64_t end, bool ok) { return ok && all_finite(values + begin, end - begin); },
-      [](bool a, bool b) { return a && b; });
-}
-
 template <typename T, typename S>
 at::Tensor batched_nms_typed(const at::Tensor& boxes,
                              const at::Tensor& scores,
@@ -39,25 +31,11 @@ at::Tensor batched_nms_typed(const at::Tensor& boxes,
 
   std::vector<int32_t> members, starts;
   bucket_by_group(idxs_c.data_ptr<int64_t>(), n, members, starts);
-  const int64_t num_groups = static_cast<int64_t>(starts.size()) - 1;
-  std::vector<int32_t> kept(n);  // each group's kept boxes at the start of its span of members
-  std::vector<Span> kept_spans(num_groups);
-  at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
-    GreedyNms<T, S> nms;
-    for (int64_t g = begin; g < end; ++g) {
-      const int32_t first = starts[g];
-      const int32_t count = nms.run(box_data, score_data, members.data() + first, starts[g + 1] - first,
-                                    iou_threshold, max_per_group, kept.data() + first);
-      kept_spans[g] = {first, first + count};
-    }
-  });
-  int64_t total = 0;
-  for (const Span& span : kept_spans) {
-    total += span.end - span.begin;
-  }
-  at::Tensor keep = at::empty({total}, at::kLong);
-  merge_by_score(kept.data(), kept_spans.data(), num_groups, score_data, -1, keep.data_ptr<int64_t>());
-  return keep;
+  return keep_each_group<GreedyNms<T, S>>(
+      members, starts, score_data,
+      [&](GreedyNms<T, S>& nms, const int32_t* group, int32_t count, int32_t* kept) {
+        return nms.run(box_data, score_data, group, count, iou_threshold, max_per_group, kept);
+      });
 }
 
 at::Tensor keep_cpu(const BatchedNmsInput& in, const BatchedNmsOptions& options) {

@@ -3,6 +3,9 @@
 // covers), and the kept lists of several groups merged by score.
 #pragma once
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -148,6 +151,35 @@ int64_t merge_by_score(
     }
   }
   return length;
+}
+
+// Greedy NMS of every group of `members` (group g is members[starts[g], starts[g + 1])), the groups in
+// parallel, each chunk of groups with its own `Nms` (reusable scratch); `keep(nms, members, count, kept)`
+// writes the kept members of one group by score to `kept` and returns their number. The kept indices of all
+// groups merged by score (descending, ties by lower index) into one int64 tensor.
+template <typename Nms, typename S, typename Keep>
+at::Tensor keep_each_group(const std::vector<int32_t>& members,
+                           const std::vector<int32_t>& starts,
+                           const S* scores,
+                           Keep keep) {
+  const int64_t num_groups = static_cast<int64_t>(starts.size()) - 1;
+  std::vector<int32_t> kept(members.size());  // each group's kept indices at the start of its span
+  std::vector<Span> kept_spans(num_groups);
+  at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
+    Nms nms;
+    for (int64_t g = begin; g < end; ++g) {
+      const int32_t first = starts[g];
+      const int32_t count = keep(nms, members.data() + first, starts[g + 1] - first, kept.data() + first);
+      kept_spans[g] = {first, first + count};
+    }
+  });
+  int64_t total = 0;
+  for (const Span& span : kept_spans) {
+    total += span.end - span.begin;
+  }
+  at::Tensor out = at::empty({total}, at::kLong);
+  merge_by_score(kept.data(), kept_spans.data(), num_groups, scores, -1, out.data_ptr<int64_t>());
+  return out;
 }
 
 }  // namespace tinyfast

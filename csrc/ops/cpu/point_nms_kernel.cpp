@@ -19,14 +19,6 @@
 namespace tinyfast {
 namespace {
 
-template <typename T>
-bool all_finite_in_parallel(const T* values, int64_t count) {
-  return at::parallel_reduce(
-      0, count, 1 << 14, true,
-      [&](int64_t begin, int64_t end, bool ok) { return ok && all_finite(values + begin, end - begin); },
-      [](bool a, bool b) { return a && b; });
-}
-
 bool all_non_negative_in_parallel(const double* values, int64_t count) {
   return at::parallel_reduce(
       0, count, 1 << 14, true,
@@ -256,25 +248,11 @@ at::Tensor point_nms_typed(const PointNmsInput& in, double distance_threshold, i
   });
   std::vector<int32_t> members, starts;
   bucket_by_group(idxs_c.data_ptr<int64_t>(), n, members, starts);
-  const int64_t num_groups = static_cast<int64_t>(starts.size()) - 1;
-  std::vector<int32_t> kept(n);  // each group's kept points at the start of its span of members
-  std::vector<Span> kept_spans(num_groups);
-  at::parallel_for(0, num_groups, 1, [&](int64_t begin, int64_t end) {
-    GreedyPointNms<S> nms;
-    for (int64_t g = begin; g < end; ++g) {
-      const int32_t first = starts[g];
-      const int32_t count = nms.run(point_data, radii.data(), score_data, members.data() + first,
-                                    starts[g + 1] - first, max_per_group, kept.data() + first);
-      kept_spans[g] = {first, first + count};
-    }
-  });
-  int64_t total = 0;
-  for (const Span& span : kept_spans) {
-    total += span.end - span.begin;
-  }
-  at::Tensor keep = at::empty({total}, at::kLong);
-  merge_by_score(kept.data(), kept_spans.data(), num_groups, score_data, -1, keep.data_ptr<int64_t>());
-  return keep;
+  return keep_each_group<GreedyPointNms<S>>(
+      members, starts, score_data,
+      [&](GreedyPointNms<S>& nms, const int32_t* group, int32_t count, int32_t* kept) {
+        return nms.run(point_data, radii.data(), score_data, group, count, max_per_group, kept);
+      });
 }
 
 at::Tensor keep_cpu(const PointNmsInput& in, const PointNmsOptions& options) {
