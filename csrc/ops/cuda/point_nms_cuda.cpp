@@ -9,6 +9,7 @@
 
 #include "ops/cuda/batched_nms_kernels.h"
 #include "ops/cuda/point_nms_kernels.h"
+#include "ops/cuda/suppression_lists.h"
 #include "ops/point_nms.h"
 
 namespace tinyfast {
@@ -59,70 +60,20 @@ RankedPoints rank_points(const at::Tensor& points,
   return ranked;
 }
 
-at::Tensor order_by_score(const at::Tensor& kept_ascending, const at::Tensor& scores) {
-  const at::Tensor kept_scores = scores.index_select(0, kept_ascending);
-  return kept_ascending.index_select(0,
-                                     std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true)));
-}
-
-// Suppression lists rarely hold more than a few points each; above this guess the lists are rebuilt at
-// their exact size (one more sync).
-constexpr int64_t kEdgesPerPointGuess = 16;
-
-struct Suppressors {
-  int64_t capacity;
-  at::Tensor counts;   // [n] int32
-  at::Tensor offsets;  // [n] int64, exclusive prefix sum of counts
-  at::Tensor edges;    // [capacity] int32
-  at::Tensor total;    // [] int64, on the device
-};
-
 Suppressors build_suppressors(const RankedPoints& ranked, int64_t capacity, cudaStream_t stream) {
   const int32_t n = static_cast<int32_t>(ranked.order.size(0));
   const PointSweep sweep{ranked.x_points.data_ptr<double>(), ranked.x_radii.data_ptr<double>(),
                          ranked.x_reach.data_ptr<double>(),  ranked.x_groups.data_ptr<int64_t>(),
                          ranked.x_ranks.data_ptr<int32_t>(), n};
-  Suppressors result;
-  result.capacity = capacity;
-  result.counts = at::zeros({n}, ranked.x_ranks.options());
-  cuda::launch_count_point_suppressors(sweep, result.counts.data_ptr<int32_t>(), stream);
+  at::Tensor counts = at::zeros({n}, ranked.x_ranks.options());
+  cuda::launch_count_point_suppressors(sweep, counts.data_ptr<int32_t>(), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const at::Tensor counts64 = result.counts.to(at::kLong);
-  const at::Tensor inclusive = counts64.cumsum(0);
-  result.offsets = (inclusive - counts64).contiguous();
-  result.total = inclusive[n - 1];
-  result.edges = at::empty({std::max<int64_t>(capacity, 1)}, ranked.x_ranks.options());
+  Suppressors result = suppressors_with_counts(std::move(counts), capacity);
   at::Tensor cursors = at::zeros({n}, ranked.x_ranks.options());
   cuda::launch_write_point_suppressors(sweep, result.offsets.data_ptr<int64_t>(), cursors.data_ptr<int32_t>(),
                                        result.edges.data_ptr<int32_t>(), capacity, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return result;
-}
-
-// kept_by_index[i] is true for every point i that greedy NMS (and the per-group cap) keeps.
-at::Tensor resolve(const RankedPoints& ranked,
-                   const Suppressors& suppressors,
-                   int64_t max_per_group,
-                   cudaStream_t stream) {
-  const int32_t n = static_cast<int32_t>(ranked.order.size(0));
-  const at::Tensor& groups = ranked.groups;
-  const at::Tensor starts_group = at::cat({at::ones({1}, groups.options().dtype(at::kInt)),
-                                           groups.slice(0, 1).ne(groups.slice(0, 0, n - 1)).to(at::kInt)});
-  const at::Tensor starts_so_far = starts_group.cumsum(0, at::kInt).contiguous();
-  at::Tensor group_starts = at::empty({n + 1}, starts_so_far.options());
-  cuda::launch_scatter_group_starts(starts_so_far.data_ptr<int32_t>(), n, group_starts.data_ptr<int32_t>(),
-                                    stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-
-  at::Tensor state = at::zeros({n}, groups.options().dtype(at::kChar));
-  at::Tensor kept_by_index = at::zeros({n}, groups.options().dtype(at::kBool));
-  cuda::launch_resolve_groups(suppressors.offsets.data_ptr<int64_t>(), suppressors.counts.data_ptr<int32_t>(),
-                              suppressors.edges.data_ptr<int32_t>(), suppressors.capacity,
-                              group_starts.data_ptr<int32_t>(), starts_so_far.data_ptr<int32_t>(), n,
-                              max_per_group, ranked.order.data_ptr<int64_t>(), state.data_ptr<int8_t>(),
-                              kept_by_index.data_ptr<bool>(), stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return kept_by_index;
 }
 
 at::Tensor keep_cuda(const PointNmsInput& in, const PointNmsOptions& options) {
@@ -136,10 +87,10 @@ at::Tensor keep_cuda(const PointNmsInput& in, const PointNmsOptions& options) {
   const at::Tensor sizes64 = sizes.to(at::kDouble);
   const at::Tensor radii = sizes64.mul(options.distance_threshold).contiguous();
   const RankedPoints ranked = rank_points(points, scores, idxs, radii);
-  int64_t capacity = kEdgesPerPointGuess * n;
+  int64_t capacity = kSuppressorsPerItemGuess * n;
   while (true) {
     const Suppressors suppressors = build_suppressors(ranked, capacity, stream);
-    const at::Tensor kept_by_index = resolve(ranked, suppressors, max_per_group, stream);
+    const at::Tensor kept_by_index = resolve(ranked.order, ranked.groups, suppressors, max_per_group, stream);
     const at::Tensor kept_so_far = kept_by_index.cumsum(0, at::kLong);
     const at::Tensor facts = at::stack({
                                            kept_so_far[n - 1],
@@ -159,11 +110,7 @@ at::Tensor keep_cuda(const PointNmsInput& in, const PointNmsOptions& options) {
       capacity = fact[1];
       continue;
     }
-    at::Tensor kept_ascending = at::empty({fact[0]}, idxs.options());
-    cuda::launch_compact_kept(kept_by_index.data_ptr<bool>(), kept_so_far.data_ptr<int64_t>(), n,
-                              kept_ascending.data_ptr<int64_t>(), stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return order_by_score(kept_ascending, scores);
+    return kept_by_score(kept_by_index, kept_so_far, fact[0], scores, stream);
   }
 }
 
