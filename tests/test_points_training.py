@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from tinyfast import evaluate as evaluate_cli
+from tinyfast import predict as predict_cli
 from tinyfast import refine as refine_cli
 from tinyfast import test as test_cli
 from tinyfast import train as train_cli
@@ -104,6 +106,28 @@ def test_p2pnet_trains_and_tests_with_point_ap(tiny_synthetic_set, one_test_imag
     assert test_cli.main([str(run), "--out", str(tmp_path / "tested"), "--no-progress"]) == 0
     tested = json.loads((tmp_path / "tested" / "metrics_points.json").read_text())
     assert tested == json.loads((run / "metrics_points.json").read_text())
+    # predict finds points in image files, scored by file name as tinyfast.test scored them.
+    image = json.loads(one_test_image.read_text())["images"][0]["file_name"]
+    out = tmp_path / "predicted"
+    argv = [str(run), str(tiny_synthetic_set / "images" / image), "--out", str(out), "--no-progress"]
+    assert predict_cli.main([*argv, "--save-txt", "--show-threshold", "0"]) == 0
+    predicted = json.loads((out / "results.json").read_text())
+    assert predicted and {"image_id", "file_name", "category_id", "point", "score"} == set(predicted[0])
+    expected = np.array(sorted([*r["point"], r["score"]] for r in results))
+    found = np.array(sorted([*r["point"], r["score"]] for r in predicted))
+    assert found.shape == expected.shape and np.allclose(found, expected, atol=1e-3)
+    assert all(
+        "point" in a and "bbox" not in a
+        for a in json.loads((out / "predictions.json").read_text())["annotations"]
+    )
+    rows = (out / "labels" / image).with_suffix(".txt").read_text().splitlines()
+    assert len(rows) == len(predicted) and len(rows[0].split()) == 3
+    assert (out / "visuals" / image).with_suffix(".jpg").is_file()
+    capsys.readouterr()
+    assert (
+        evaluate_cli.main([str(one_test_image), str(out / "results.json"), "--points", "--by-file-name"]) == 0
+    )
+    assert "dis=1.0" in capsys.readouterr().out
 
 
 def test_cpr_trains_and_refines_the_training_points(tiny_synthetic_set, one_test_image, tmp_path, capsys):
@@ -123,6 +147,9 @@ def test_cpr_trains_and_refines_the_training_points(tiny_synthetic_set, one_test
     source = json.loads((tiny_synthetic_set / "annotations" / "train.json").read_text())
     assert [a["id"] for a in refined["annotations"]] == [a["id"] for a in source["annotations"]]
     assert all(len(a["point"]) == 2 for a in refined["annotations"])
+    assert predict_cli.main([str(run), str(tiny_synthetic_set / "images"), "--out", str(tmp_path / "p")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "refines the annotated points" in error
     report = json.loads((tmp_path / "refined_report.json").read_text())
     assert 0 <= report["refined_share"] <= 1
     # The refined json trains the localiser as it is (data.points = "annotated").

@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main_points(args: argparse.Namespace) -> int:
     max_dets = DEFAULT_POINT_MAX_DETS if args.max_dets is None else args.max_dets
-    metrics = evaluate_points(args.gt, args.results, args.match_thresholds, max_dets)
+    results = match_by_file_name(args.results, args.gt) if args.by_file_name else args.results
+    metrics = evaluate_points(args.gt, results, args.match_thresholds, max_dets)
     print(format_point_report(metrics, args.match_thresholds, max_dets))
     return 0
 

@@ -7,6 +7,9 @@ inference uses the model's [test] settings, each overridable by a flag. Writes i
 (a COCO dataset: images, annotations with scores, categories), results.json (the COCO results list, with
 each image's file_name, for `python -m tinyfast.evaluate GT results.json`), visuals/ (each image with the
 boxes scoring at least --show-threshold drawn and counted) and, with --save-txt, labels/ (YOLO rows).
+A point localiser (p2pnet) writes points: each annotation and result carries `point` [x, y] and its score
+(`python -m tinyfast.evaluate GT results.json --points --by-file-name`), visuals/ marks them, labels/ rows
+are `class cx cy` (normalised).
 """
 
 from __future__ import annotations
@@ -152,31 +155,15 @@ class Outputs:
         height, width = image.shape[-2:]
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "file_name": name, "width": int(width), "height": int(height)})
-        for (x1, y1, x2, y2), score, label in zip(
-            found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
-        ):
-            box = [x1, y1, x2 - x1, y2 - y1]
+        scores, labels = found["scores"].tolist(), found["labels"].tolist()
+        for where, score, label in zip(_locations(found), scores, labels, strict=True):
             category = CATEGORIES[label]["id"]
-            self.annotations.append(
-                {
-                    "id": len(self.annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                    "score": score,
-                }
-            )
-            self.results.append(
-                {
-                    "image_id": image_id,
-                    "file_name": name,
-                    "category_id": category,
-                    "bbox": box,
-                    "score": score,
-                }
-            )
+            result = {"image_id": image_id, "category_id": category, **where, "score": score}
+            annotation = {"id": len(self.annotations) + 1, **result}
+            if "bbox" in where:
+                annotation.update(area=where["bbox"][2] * where["bbox"][3], iscrowd=0)
+            self.annotations.append(annotation)
+            self.results.append({"file_name": name, **result})
         self.shown[name] = count_found(found, self.show_threshold)
         if self.visuals is not None:
             path = (self.visuals / name).with_suffix(".jpg")
@@ -196,14 +183,26 @@ class Outputs:
         )
 
 
+def _locations(found: dict[str, torch.Tensor]) -> list[dict]:
+    """Each detection's place as COCO writes it: `bbox` [x, y, w, h], or a point localiser's `point`."""
+    if "points" in found:
+        return [{"point": point} for point in found["points"].tolist()]
+    return [{"bbox": [x1, y1, x2 - x1, y2 - y1]} for x1, y1, x2, y2 in found["boxes"].tolist()]
+
+
 def _yolo_rows(found: dict[str, torch.Tensor], threshold: float, width: int, height: int) -> list[str]:
     rows = []
-    for (x1, y1, x2, y2), score, label in zip(
-        found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist(), strict=True
-    ):
-        if score >= threshold:
-            cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-            rows.append(f"{label} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}\n")
+    scores, labels = found["scores"].tolist(), found["labels"].tolist()
+    for where, score, label in zip(_locations(found), scores, labels, strict=True):
+        if score < threshold:
+            continue
+        if "point" in where:
+            x, y = where["point"]
+            rows.append(f"{label} {x / width:.6f} {y / height:.6f}\n")
+        else:
+            x, y, w, h = where["bbox"]
+            cx, cy = (x + w / 2) / width, (y + h / 2) / height
+            rows.append(f"{label} {cx:.6f} {cy:.6f} {w / width:.6f} {h / height:.6f}\n")
     return rows
 
 

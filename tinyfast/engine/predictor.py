@@ -1,5 +1,6 @@
 """A trained model as a detector of full images: `load_detector(run folder or checkpoint)`, then
-`Detector.predict` (tiled inference with the model's test settings) and `Detector.draw`."""
+`Detector.predict` (tiled inference with the model's test settings: boxes, or points for a point
+localiser) and `Detector.draw`."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, draw_keypoints
 
 from tinyfast.data.transforms import normalize, read_image, to_uint8
 from tinyfast.engine.checkpoint import load_checkpoint, model_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_run_config, with_defaults
-from tinyfast.engine.evaluation import tiled_inference
-from tinyfast.modeling.build import load_model
+from tinyfast.engine.evaluation import point_tiling, tiled_inference
+from tinyfast.modeling.build import load_model, model_kind
 from tinyfast.modeling.inference import prepare_for_inference
-from tinyfast.tiling import TileSettings
+from tinyfast.tiling import TileSettings, locate_images
 from tinyfast.utils.prefetch import prefetch_to_device
 
 RUN_CONFIG = "config.toml"
@@ -76,15 +77,29 @@ class Detector:
     found = detector.predict(["a.jpg", image_tensor])            # list of {"boxes", "scores", "labels"}
     picture = detector.draw("a.jpg", found[0], threshold=0.3)    # uint8 [3, H, W]
     ```
+
+    A point localiser (`model.name = "p2pnet"`, `kind` "localiser") finds points instead: each image's dict
+    holds `points` [K, 2] (x, y), `scores`, `labels` and `sizes` (each point's size estimate, pixels), its
+    tiles merged by `tinyfast.tiling.locate_images`. CPR refines annotated points and finds nothing by
+    itself: it is refused (ValueError).
     """
 
     def __init__(self, model: nn.Module, config: dict, device: torch.device | str | None = None):
+        self.kind = model_kind(config["model"])
+        if self.kind == "refiner":
+            raise ValueError(
+                f"model.name = {config['model']['name']!r} refines the annotated points of a training set "
+                "(python -m tinyfast.refine); it does not find persons by itself: predict with the "
+                "localiser trained on its points"
+            )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         test = config["test"]
-        self.model = prepare_for_inference(model, test["precision"], self.device, test["compile"])
+        compile_networks = test["compile"] and self.kind == "detector"  # point models run uncompiled
+        self.model = prepare_for_inference(model, test["precision"], self.device, compile_networks)
         self.config = config
         self.normalization = config["data"]["normalization"]
-        self.inference = tiled_inference(config)
+        self.inference = tiled_inference(config) if self.kind == "detector" else None
+        self.point_tiling = point_tiling(config) if self.kind == "localiser" else None
         self.images_per_batch = config["test"]["images_per_batch"]
 
     def detect_tiles(self, tiles: torch.Tensor, settings: TileSettings) -> list[dict[str, torch.Tensor]]:
@@ -92,12 +107,17 @@ class Detector:
         a time so that a large image is never normalised (4 bytes a value) as a whole."""
         return self.model.detect_tiles(normalize(tiles, self.normalization), settings)
 
+    def locate(self, tiles: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """The point localiser of `locate_images`: uint8 (or 0-255) tiles, normalised here as above."""
+        return self.model.locate(normalize(tiles, self.normalization), sizes)
+
     @torch.no_grad()
     def predict(
         self, images: Sequence[ImageLike], batch_size: int | None = None
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image, on the CPU: `boxes` [K, 4] x1y1x2y2 in the image's pixels, `scores` [K],
-        `labels` [K] (0-based; 0 is `person`). Images are file paths or CHW tensors (see `as_rgb_uint8`),
+        `labels` [K] (0-based; 0 is `person`); a point localiser's have `points` [K, 2] and `sizes` [K]
+        instead of `boxes`. Images are file paths or CHW tensors (see `as_rgb_uint8`),
         of any size; `batch_size` images (default `test.images_per_batch`) go through tiled inference
         together. A file that cannot be read raises `DataError` naming it."""
         if isinstance(images, str | Path | torch.Tensor):
@@ -117,7 +137,10 @@ class Detector:
     @torch.no_grad()
     def predict_loaded(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """`predict` for uint8 RGB CHW tensors already on `self.device`, all in one batch."""
-        detections = self.inference(self.detect_tiles, images)
+        if self.kind == "localiser":
+            detections = locate_images(self, images, **self.point_tiling)
+        else:
+            detections = self.inference(self.detect_tiles, images)
         return [{key: value.cpu() for key, value in d.items()} for d in detections]
 
     def draw(
@@ -128,8 +151,9 @@ class Detector:
         color: str = "red",
         width: int | None = None,
     ) -> torch.Tensor:
-        """`image` (uint8 RGB [3, H, W]) with the boxes of `found` scoring at least `threshold`
-        (`torchvision.utils.draw_bounding_boxes`) and their count written in the top-left corner."""
+        """`image` (uint8 RGB [3, H, W]) with the boxes (or points) of `found` scoring at least `threshold`
+        (`torchvision.utils.draw_bounding_boxes`, `draw_keypoints`) and their count written in the top-left
+        corner."""
         return draw_detections(as_rgb_uint8(image).cpu(), found, threshold, color, width)
 
 
@@ -145,11 +169,13 @@ def draw_detections(
     side = max(image.shape[-2:])
     width = width or max(1, round(side / 640))
     count = int(shown.sum())
-    drawn = (
-        draw_bounding_boxes(image, found["boxes"][shown].float(), colors=color, width=width)
-        if count
-        else image
-    )
+    if not count:
+        drawn = image
+    elif "points" in found:
+        points = found["points"][shown].float().unsqueeze(1)  # [K, 1, 2]: one keypoint per person
+        drawn = draw_keypoints(image, points, colors=color, radius=width + 1, width=width)
+    else:
+        drawn = draw_bounding_boxes(image, found["boxes"][shown].float(), colors=color, width=width)
     text = f"{count} person{'' if count == 1 else 's'} (score >= {threshold:g})"
     size = max(10, round(side / 40))
     try:
