@@ -62,6 +62,20 @@ def test_every_setting_gets_a_row_with_its_inference_time(study):
     assert len(detector.calls) == 2 * (1 + distinct)
 
 
+def test_the_study_tiles_as_its_tiling_options_say():
+    persons = scattered_persons(20)
+    detector = PaintedPersonDetector(score_step=0.002)
+    settings = SETTINGS[:2]
+    tiling = {"tile": FULL_HD, "overlap": (0, 0), "scales": (0.5,)}
+    rows = run_study(
+        detector, [painted_image(persons, FULL_HD)], [0], ground_truth(persons), MODEL_TEST_SETTINGS,
+        settings, tiling=tiling,
+    )  # fmt: skip
+    assert len(rows) == 2
+    assert len(detector.calls) == 1 + len(settings)  # one whole-image tile a call, not the 12 of 640x512
+    assert all(shape[-2:] == (540, 960) for shape, _ in detector.calls)  # seen at half size
+
+
 def test_caps_per_image_and_per_evaluation_take_away_recall(study):
     rows, _ = study
     for name, row in rows.items():
@@ -113,6 +127,8 @@ def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):
         f"data.train_annotations={tmp_path / 'test.json'}",  # exists: nothing is generated
         "model.channels=16",
         "model.stacked_convs=1",
+        "test.tile=[80, 64]",
+        "test.overlap=[0, 0]",
     ]
     config = load_config(DEFAULT_CONFIG, overrides)
     save_checkpoint({"model": build_model(config["model"]).state_dict()}, tmp_path / "run", "epoch_1", 1)
@@ -121,6 +137,7 @@ def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "run" / "policies_fcos_synthetic"
     table = (out / "policies.md").read_text()
     assert "2 images, 2 persons" in table and len(table.splitlines()) == 4 + len(SETTINGS)
+    assert "tiles 80x64 overlapping by 0x0" in table  # the config's [test] tiling
     saved = json.loads((out / "policies.json").read_text())
     assert [Setting(**row["setting"]) for row in saved["rows"]] == list(SETTINGS)
     assert (out / "policies.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -132,3 +149,27 @@ def test_command_line_errors_name_the_problem(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main([str(DEFAULT_CONFIG), "--images", "0"]) == 2
     assert "argument --images: '0' is not an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_dense_model_runs_its_network_once_per_tile_batch_with_the_same_rows(monkeypatch):
+    config = load_config(DEFAULT_CONFIG, ["model.channels=16", "model.stacked_convs=1"])
+    torch.manual_seed(0)
+    model = build_model(config["model"]).eval()
+    persons = [(20, 30, 30, 50), (200, 100, 212, 118), (150, 200, 158, 214)]
+    gt = ground_truth(persons)
+    gt["images"] = [{"id": k, "file_name": f"{k}.jpg", "width": 320, "height": 256} for k in range(3)]
+    images = [torch.randn(3, 256, 320, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    tiling = {"tile": (160, 128), "overlap": (16, 16), "tile_batch_size": 4}
+    study = {"images_per_batch": 2, "tiling": tiling}
+    model_settings = config["model"]
+    unshared = run_study(model.detect_tiles, images, [0, 1, 2], gt, model_settings, **study)
+    networks = []
+    tile_outputs = model.tile_outputs
+    monkeypatch.setattr(
+        model, "tile_outputs", lambda tiles: networks.append(len(tiles)) or tile_outputs(tiles)
+    )
+    shared = run_study(model, images, [0, 1, 2], gt, model_settings, **study)
+    assert [row.metrics for row in shared] == [row.metrics for row in unshared]
+    # 9 tiles an image (3 x 3): the warm-up's image, then each batch of images once, not once per setting
+    assert networks == [4, 4, 1] + [4, 4, 4, 4, 2] + [4, 4, 1]
+    assert all(row.seconds_per_image > 0 for row in shared)

@@ -10,7 +10,10 @@ Rows: run-time crop ("during", merge per full image) or not ("after", every tile
 border-aware merge (``truncated`` "downweight" and "drop") on the reference's best setting. Each row reports
 AP50 tiny, tiny1/2/3 and small (and AR50 tiny, which shows what a cap takes away) and the seconds per image
 of tiled inference with that setting: tiling, the model and the merge, the images already decoded and in
-memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting).
+memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting). For a
+dense head the network runs once per batch of tiles and every setting decodes its outputs, so the study
+costs about one inference of the test set; a row's seconds are the network's plus its own decoding and
+merge.
 
 Writes ``policies.md`` (a markdown table), ``policies.json`` and ``policies.png`` (AP50 tiny against
 seconds per image, one point per row) into ``--out`` (default: ``policies_<config name>`` in the
@@ -26,7 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,12 +37,12 @@ import torch
 from tinyfast.data.build import DataConfig, prepare_data
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
-from tinyfast.engine.evaluation import TestSet, TiledInference, detect_batches, load_test_set
+from tinyfast.engine.evaluation import TestSet, load_test_set, tiled_inference
 from tinyfast.engine.scale_match_study import FULL, QUICK, StudySize, study
 from tinyfast.evaluation import evaluate
 from tinyfast.modeling.build import load_model, policy_for_model
 from tinyfast.modeling.inference import prepare_for_inference
-from tinyfast.tiling import TileDetector, coco_results, detect_images
+from tinyfast.tiling import MergePolicy, TileSettings, coco_results, detect_images
 from tinyfast.utils import cli
 from tinyfast.utils.machine import describe, machine
 
@@ -90,7 +93,7 @@ class Row:
 
 
 def run_study(
-    detector: TileDetector,
+    detector,
     images: Sequence[torch.Tensor],
     image_ids: Sequence[int],
     ground_truth: dict,
@@ -99,22 +102,51 @@ def run_study(
     *,
     images_per_batch: int = 2,
     category_id: int = 1,
+    tiling: dict | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[Row]:
-    """Tiled inference on ``images`` (normalised as the detector expects) once per distinct inference
+    """Tiled inference on ``images`` (normalised as the detector expects) under every distinct inference
     setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied,
     the detections written as ``category_id``). ``model_config`` holds the model's test settings
-    (``nms_pre``, ``nms_iou``, ``score_threshold``)."""
-    with torch.no_grad():
-        detect_images(detector, images[:1], policy_for_model("during", model_config))  # warm-up, untimed
-    inferences: dict[tuple, tuple[list[dict], float]] = {}
+    (``nms_pre``, ``nms_iou``, ``score_threshold``); ``tiling`` the ``detect_images`` options (tile,
+    overlap, scales, flips, tile_batch_size: a config's ``tiled_inference(config).options``; default its
+    defaults, the reference's grid).
+
+    ``detector`` is a ``TileDetector``, run once per setting; or a model whose network is apart from its
+    decoding (``tile_outputs`` and ``decode_tiles``: the dense heads), whose network then runs once per
+    batch of tiles and every setting decodes and merges the same outputs. A row's seconds per image are
+    then the network's (shared) plus the row's own decoding and merge: what tiled inference with that
+    setting alone costs."""
+    tiling = tiling or {}
+    shared = SharedNetwork(detector) if hasattr(detector, "tile_outputs") else None
+    unshared = getattr(detector, "detect_tiles", detector)
+    tile_detector = shared if shared is not None else unshared
+    with torch.no_grad():  # warm-up, untimed
+        detect_images(unshared, images[:1], policy_for_model("during", model_config), **tiling)
+    inferences: dict[tuple, _Inference] = {}
+    for setting in settings:
+        inferences.setdefault(setting.inference, _Inference(_setting_policy(setting, model_config)))
+
+    def network_s() -> float:
+        return shared.network_s if shared is not None else 0.0
+
+    for first in range(0, len(images), images_per_batch):
+        batch = images[first : first + images_per_batch]
+        if shared is not None:
+            shared.new_images()
+        for inference in inferences.values():
+            if shared is not None:
+                shared.rewind()
+            network_before, start = network_s(), time.perf_counter()
+            with torch.no_grad():
+                found = detect_images(tile_detector, batch, inference.policy, **tiling)
+            inference.detections += [{key: value.cpu() for key, value in d.items()} for d in found]
+            inference.seconds += time.perf_counter() - start - (network_s() - network_before)
     rows = []
     for number, setting in enumerate(settings, 1):
-        if setting.inference not in inferences:
-            inferences[setting.inference] = _timed_inference(
-                detector, images, image_ids, model_config, setting, images_per_batch, category_id
-            )
-        results, seconds = inferences[setting.inference]
+        inference = inferences[setting.inference]
+        results = coco_results(inference.detections, image_ids, (category_id,))
+        seconds = (inference.seconds + network_s()) / max(1, len(images))
         metrics = evaluate(ground_truth, results, max_dets=setting.max_det, miss_rate=False)
         rows.append(Row(setting, {key: metrics[key] for key in METRICS}, seconds))
         log(f"[{number}/{len(settings)}] {label(setting)}: AP50 tiny {_percent(metrics['AP50_tiny'])}, "
@@ -122,26 +154,73 @@ def run_study(
     return rows
 
 
-def _timed_inference(detector, images, image_ids, model_config, setting, images_per_batch, category_id):
-    """COCO results of tiled inference with ``setting`` and its seconds per image."""
-    policy = policy_for_model(
+@dataclass
+class _Inference:
+    """One distinct inference setting of the study: its merge policy, the detections of the images so far
+    and the seconds they took (without the shared network's)."""
+
+    policy: MergePolicy
+    detections: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class SharedNetwork:
+    """A model with ``tile_outputs`` and ``decode_tiles`` as the study's ``TileDetector``: within one batch of
+    images (``new_images()`` starts the next), every setting (``rewind()`` starts the next) is given the
+    same batches of tiles in the same order (the grid does not depend on the setting), so the network runs
+    on the first setting's and the others decode its outputs under their own tile settings. ``network_s``
+    adds up the network's seconds."""
+
+    def __init__(self, model):
+        self.model = model
+        self.network_s = 0.0
+        self._batches: list[tuple[torch.Tensor, tuple]] = []
+        self._position = 0
+
+    def new_images(self) -> None:
+        self._batches, self._position = [], 0
+
+    def rewind(self) -> None:
+        self._position = 0
+
+    def __call__(self, tiles: torch.Tensor, settings: TileSettings) -> list[dict[str, torch.Tensor]]:
+        if self._position < len(self._batches):
+            seen, outputs = self._batches[self._position]
+            if not torch.equal(seen, tiles):
+                raise RuntimeError(
+                    "SharedNetwork: the tiles differ between two settings of one batch of images"
+                )
+        else:
+            start = time.perf_counter()
+            outputs = self.model.tile_outputs(tiles)
+            if getattr(self.model, "cuda_graphs", False):  # the next graph replay would overwrite them
+                outputs = _cloned(outputs)
+            _synchronize(tiles.device)
+            self.network_s += time.perf_counter() - start
+            self._batches.append((tiles, outputs))
+        self._position += 1
+        return self.model.decode_tiles(outputs, tiles, settings)
+
+
+def _cloned(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    return type(value)(_cloned(item) for item in value)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _setting_policy(setting: Setting, model_config: dict) -> MergePolicy:
+    return policy_for_model(
         setting.policy,
         model_config,
         nms_pre=setting.nms_pre,
         max_per_img=setting.max_per_img,
         truncated=setting.truncated,
     )
-    batches = (
-        (first, images[first : first + images_per_batch]) for first in range(0, len(images), images_per_batch)
-    )
-    start = time.perf_counter()
-    detections = [
-        d
-        for _, found in detect_batches(detector, batches, TiledInference(policy, {}), images[0].device)
-        for d in found
-    ]
-    seconds = (time.perf_counter() - start) / max(1, len(images))
-    return coco_results(detections, image_ids, (category_id,)), seconds
 
 
 def label(setting: Setting) -> str:
@@ -299,22 +378,26 @@ def main(argv: list[str]) -> int:
     images, test_set = study_test_set(config, QUICK_IMAGES if args.quick else args.images)
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
     gt = test_set.ground_truth
+    tiling = tiled_inference(config).options
     rows = run_study(
         prepare_for_inference(
             model, config["test"]["precision"], images[0].device, config["test"]["compile"]
-        ).detect_tiles,
+        ),
         images,
         [info["id"] for info in test_set.images],
         gt,
         config["model"],
         images_per_batch=config["test"]["images_per_batch"],
         category_id=test_set.category,
+        tiling=tiling,
         log=lambda line: print(line, file=sys.stderr),
     )
     persons = sum(1 for a in gt["annotations"] if not (a.get("ignore") or a.get("uncertain")))
     caption = (
         f"{Path(args.config).name} on {config['data']['test_annotations']}: {len(images)} images, "
-        f"{persons} persons; model {checkpoint}; {time.strftime('%Y-%m-%d')}, {describe(machine())}."
+        f"{persons} persons; model {checkpoint}; tiles {'x'.join(map(str, tiling['tile']))} overlapping by "
+        f"{'x'.join(map(str, tiling['overlap']))}, scales {list(tiling['scales'])}; "
+        f"{time.strftime('%Y-%m-%d')}, {describe(machine())}."
     )
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, caption)

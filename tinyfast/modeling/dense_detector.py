@@ -55,11 +55,23 @@ class DenseDetector(nn.Module, abc.ABC):
     def detect_tiles(self, tiles: Tensor, settings: TileSettings) -> list[dict[str, Tensor]]:
         """The `TileDetector` contract of tiled inference (`settings.score_threshold` is the reference's
         `score_thr`, applied to the raw class score)."""
-        config = with_tile_settings(self.config, settings)
+        return self.decode_tiles(self.tile_outputs(tiles), tiles, settings)
+
+    @torch.no_grad()
+    def tile_outputs(self, tiles: Tensor) -> tuple[list[Tensor], ...]:
+        """The network's per-level outputs for a batch of tiles, in float32. They do not depend on the tile
+        settings: the merge-policy study (`tinyfast.study`) decodes one batch under several."""
         self.eval()
         if self.cuda_graphs:  # a new batch: the graphs may overwrite the outputs of the previous one
             torch.compiler.cudagraph_mark_step_begin()
-        outputs = run_network(self.inference_dtype, lambda images: self.head(self.backbone(images)), tiles)
+        return run_network(self.inference_dtype, lambda images: self.head(self.backbone(images)), tiles)
+
+    @torch.no_grad()
+    def decode_tiles(
+        self, outputs: tuple[list[Tensor], ...], tiles: Tensor, settings: TileSettings
+    ) -> list[dict[str, Tensor]]:
+        """The detections of each tile from `tile_outputs(tiles)`: candidates, then the per-tile NMS."""
+        config = with_tile_settings(self.config, settings)
         found = self.batch_candidates(outputs, self.priors(outputs, tiles.device), tiles.shape[-2:], config)
         return tile_nms(found, settings, config.nms_iou, config.num_classes).per_tile()
 
