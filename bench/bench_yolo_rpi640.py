@@ -4,6 +4,7 @@ wall-clock budget as the detectors of `bench.real_images`, measured on `valid` t
     python -m bench.bench_yolo_rpi640 [--data DIR] [--out DIR] [--budget SECONDS] [--model yolov8n.yaml]
                                       [--imgsz 640] [--batch 16] [--tile 320 320] [--overlap 64 64]
                                       [--scale 2 | --scale 3 1.6875] [--train-images N] [--valid-images N]
+                                      [--weights runs/yolo_rpi640/train/weights/last.pt]
 
 The model is built from its yaml (random weights, nothing downloaded) and trained by ultralytics with its
 `time` budget (its schedule fitted to it), on box labels written from the same COCO json that the
@@ -14,7 +15,9 @@ rows as boxes too, but its checks drop or clip a few rows differently). Then on 
   `--tile` with `--overlap` resized by `--scale` (SAHI's slicing with the model's input size), threshold
   and NMS per tile, class-aware NMS 0.5 across tiles.
 Both scored by `tinyfast.evaluate` against the same ground truth (1000 detections per image), in the table
-of `bench.real_images` (`yolo_rpi640.md`, `yolo_rpi640.json` in `--out`). Inference runs in float32: the
+of `bench.real_images` (`yolo_rpi640.md`, `yolo_rpi640.json` in `--out`). `--weights` scores a YOLO
+trained before (an earlier run's `train/weights/last.pt`, e.g. with other tiles; give another `--out`)
+without training it again: its rows have no training speed. Inference runs in float32: the
 YOLO head decodes its boxes inside the network, and in bf16 a 640-pixel coordinate is off by up to 2 pixels.
 ultralytics is a benchmark-only dependency (`pip install ultralytics`); the test below skips without it.
 """
@@ -179,7 +182,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-predict", type=int, default=8, help="full images per predict call")
     parser.add_argument("--train-images", type=int, default=0, help="train on the first N images (0: all)")
     parser.add_argument("--valid-images", type=int, default=0, help="score the first N valid images (0: all)")
+    parser.add_argument("--weights", type=Path, default=None, help="score these trained weights, no training")
     args = parser.parse_args(argv)
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights}: no such file")
     if not args.budget > 0:
         parser.error(f"--budget must be a number of seconds > 0, got {args.budget:g}")
     positive = ("imgsz", "batch", "tile_batch_size", "batch_predict")
@@ -222,7 +228,10 @@ def run(ultralytics, args: argparse.Namespace) -> int:
     dataset.write_text(
         f"path: {dataset_dir.resolve()}\ntrain: train/images\nval: val/images\nnames:\n  0: person\n"
     )
-    model, speed = train_yolo(ultralytics, args, dataset, device, args.out)
+    if args.weights is None:
+        model, speed = train_yolo(ultralytics, args, dataset, device, args.out)
+    else:
+        model, speed = ultralytics.YOLO(str(args.weights)), TrainingSpeed()
 
     test_set = load_test_set(
         {"test_annotations": str(valid_json), "test_images": str(args.data / "valid" / "images"),
@@ -282,11 +291,15 @@ def run(ultralytics, args: argparse.Namespace) -> int:
                           training_images=speed.images, model=args.model)
         )  # fmt: skip
         print(f"{way}: AP50 tiny {metrics['AP50_tiny']:.3f}", flush=True)
+    trained = (
+        f"{args.model} from scratch (no weights) trained by ultralytics {ultralytics.__version__} on `train` "
+        f"at {args.imgsz} for {args.budget:g} s ({'bf16' if device != 'cpu' else 'fp32'})"
+        if args.weights is None
+        else f"the YOLO of {args.weights} (trained before)"
+    )
     note = (
-        f"rpi640 (640x640 stretched, no ignore flags): {args.model} from scratch (no weights) trained by "
-        f"ultralytics {ultralytics.__version__} on `train` at {args.imgsz} for {args.budget:g} s "
-        f"({'bf16' if device != 'cpu' else 'fp32'}), measured in float32 on {len(paths)} `valid` images, "
-        f"{MAX_DETECTIONS} detections per image."
+        f"rpi640 (640x640 stretched, no ignore flags): {trained}, measured in float32 on {len(paths)} "
+        f"`valid` images, {MAX_DETECTIONS} detections per image."
     )
     markdown = write_detection_report(rows, args.out, "yolo_rpi640", note)
     print(f"\n{markdown}\n{args.out / 'yolo_rpi640.md'}, {args.out / 'yolo_rpi640.json'}")
@@ -345,3 +358,12 @@ def test_yolo_side_by_side_plumbing_at_a_tiny_size(tmp_path):
     assert rows[0].split()[0] == "0" and [float(v) for v in rows[0].split()[1:]] == pytest.approx(
         expected, abs=1e-6
     )
+    # --weights scores the trained YOLO again (other tiles) without training it.
+    again = tmp_path / "again"
+    weights = out / "train" / "weights" / "last.pt"
+    argv = [*argv[: argv.index("--out")], "--out", str(again), *argv[argv.index("--out") + 2 :]]
+    assert main([*argv, "--weights", str(weights), "--scale", "1"]) == 0
+    rescored = json.loads((again / "yolo_rpi640.json").read_text())
+    assert rescored["rows"][1]["name"] == "yolov8n, tiled 320x320 x1 (tinyfast merge)"
+    assert all(row["training_images"] == 0 for row in rescored["rows"])
+    assert not (again / "train").exists()
