@@ -146,7 +146,7 @@ def train_yolo(ultralytics, args, dataset: Path, device: str, out: Path):
         pretrained=False,
         plots=False,
         val=False,  # validation only at the end, on the few images of the yaml's val
-        project=str(out),
+        project=str(out.resolve()),  # absolute: ultralytics puts a relative one under its runs_dir
         name="train",
         exist_ok=True,
         seed=0,
@@ -314,9 +314,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the rpi640 images (../shared/data) are not here")
-def test_yolo_side_by_side_plumbing_at_a_tiny_size(tmp_path):
+def test_yolo_side_by_side_plumbing_at_a_tiny_size(tmp_path, monkeypatch):
     pytest.importorskip("ultralytics", reason="ultralytics is optional (pip install ultralytics)")
-    out = tmp_path / "yolo"
+    monkeypatch.chdir(tmp_path)
+    out = Path("yolo")  # relative, as on the command line: the weights land in it all the same
     argv = ["--data", str(SHARED_DATA), "--out", str(out), "--budget", "2", "--imgsz", "160", "--batch", "2",
             "--workers", "0", "--train-images", "4", "--valid-images", "2", "--tile", "320", "320",
             "--overlap", "32", "32", "--scale", "0.5", "--batch-predict", "2"]  # fmt: skip
