@@ -13,7 +13,7 @@ of tiled inference with that setting: tiling, the model and the merge, the image
 memory. Rows that differ only in ``max_det`` share one inference (it is the evaluator's setting). For a
 dense head the network runs once per batch of tiles and every setting decodes its outputs, so the study
 costs about one inference of the test set; a row's seconds are the network's plus its own decoding and
-merge.
+merge. It runs on the GPU when there is one.
 
 Writes ``policies.md`` (a markdown table), ``policies.json`` and ``policies.png`` (AP50 tiny against
 seconds per image, one point per row) into ``--out`` (default: ``policies_<config name>`` in the
@@ -103,9 +103,11 @@ def run_study(
     images_per_batch: int = 2,
     category_id: int = 1,
     tiling: dict | None = None,
+    device: torch.device | str | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[Row]:
-    """Tiled inference on ``images`` (normalised as the detector expects) under every distinct inference
+    """Tiled inference on ``images`` (normalised as the detector expects, moved to ``device``, default
+    where they are, one batch at a time) under every distinct inference
     setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied,
     the detections written as ``category_id``). ``model_config`` holds the model's test settings
     (``nms_pre``, ``nms_iou``, ``score_threshold``); ``tiling`` the ``detect_images`` options (tile,
@@ -121,8 +123,10 @@ def run_study(
     shared = SharedNetwork(detector) if hasattr(detector, "tile_outputs") else None
     unshared = getattr(detector, "detect_tiles", detector)
     tile_detector = shared if shared is not None else unshared
+    device = torch.device(device) if device is not None else images[0].device
     with torch.no_grad():  # warm-up, untimed
-        detect_images(unshared, images[:1], policy_for_model("during", model_config), **tiling)
+        warm = [images[0].to(device)]
+        detect_images(unshared, warm, policy_for_model("during", model_config), **tiling)
     inferences: dict[tuple, _Inference] = {}
     for setting in settings:
         inferences.setdefault(setting.inference, _Inference(_setting_policy(setting, model_config)))
@@ -130,8 +134,11 @@ def run_study(
     def network_s() -> float:
         return shared.network_s if shared is not None else 0.0
 
+    upload_s = 0.0
     for first in range(0, len(images), images_per_batch):
-        batch = images[first : first + images_per_batch]
+        start = time.perf_counter()
+        batch = [image.to(device) for image in images[first : first + images_per_batch]]
+        upload_s += time.perf_counter() - start
         if shared is not None:
             shared.new_images()
         for inference in inferences.values():
@@ -146,7 +153,7 @@ def run_study(
     for number, setting in enumerate(settings, 1):
         inference = inferences[setting.inference]
         results = coco_results(inference.detections, image_ids, (category_id,))
-        seconds = (inference.seconds + network_s()) / max(1, len(images))
+        seconds = (inference.seconds + network_s() + upload_s) / max(1, len(images))
         metrics = evaluate(ground_truth, results, max_dets=setting.max_det, miss_rate=False)
         rows.append(Row(setting, {key: metrics[key] for key in METRICS}, seconds))
         log(f"[{number}/{len(settings)}] {label(setting)}: AP50 tiny {_percent(metrics['AP50_tiny'])}, "
@@ -379,10 +386,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else checkpoint.parent / f"policies_{Path(args.config).stem}"
     gt = test_set.ground_truth
     tiling = tiled_inference(config).options
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = run_study(
-        prepare_for_inference(
-            model, config["test"]["precision"], images[0].device, config["test"]["compile"]
-        ),
+        prepare_for_inference(model, config["test"]["precision"], device, config["test"]["compile"]),
         images,
         [info["id"] for info in test_set.images],
         gt,
@@ -390,6 +396,7 @@ def main(argv: list[str]) -> int:
         images_per_batch=config["test"]["images_per_batch"],
         category_id=test_set.category,
         tiling=tiling,
+        device=device,
         log=lambda line: print(line, file=sys.stderr),
     )
     persons = sum(1 for a in gt["annotations"] if not (a.get("ignore") or a.get("uncertain")))
