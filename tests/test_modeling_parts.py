@@ -14,7 +14,6 @@ from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.faster_fpn import multi_level_roi_align
 from tinyfast.modeling.postprocess import (
     TileDetections,
-    first_of_each_group,
     select_level_candidates,
     tile_nms,
     with_tile_settings,
@@ -22,6 +21,7 @@ from tinyfast.modeling.postprocess import (
 from tinyfast.modeling.retinanet import RetinaNetConfig
 from tinyfast.modeling.sampler import sample_boxes
 from tinyfast.tiling import TileSettings
+from tinyfast.utils.tensors import first_of_each_group
 
 STRIDES = (4, 8, 16, 32, 64)
 SIZES = [(16, 32), (8, 16), (4, 8), (2, 4), (1, 2)]  # a 64x128 image
@@ -176,9 +176,12 @@ def test_tile_settings_override_the_config_and_tile_nms_suppresses_and_caps():
 
 def test_first_of_each_group_ranks_rows_within_their_group():
     groups = torch.tensor([0, 0, 0, 2, 2, 3])
-    assert first_of_each_group(groups, 2, 4).tolist() == [True, True, False, True, True, True]
-    assert first_of_each_group(groups, 0, 4).tolist() == [False] * 6
-    assert len(first_of_each_group(torch.zeros(0, dtype=torch.int64), 5, 3)) == 0
+    assert first_of_each_group(groups, 2).tolist() == [True, True, False, True, True, True]
+    assert first_of_each_group(groups, 0).tolist() == [False] * 6
+    assert len(first_of_each_group(torch.zeros(0, dtype=torch.int64), 5)) == 0
+    # rows in any order (as the point merge caps points ranked by score): ranks count earlier rows only
+    mixed = torch.tensor([3, 0, 3, 1, 0, 3, 0])
+    assert first_of_each_group(mixed, 2).tolist() == [True, True, True, True, True, False, False]
 
 
 def test_multi_level_roi_align_pools_each_roi_on_the_fpn_level_of_its_size():

@@ -27,12 +27,13 @@ from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.layers import assign_to_gts, flatten_levels, init_dense_head
-from tinyfast.modeling.postprocess import TileDetections, first_of_each_group, tile_nms, with_tile_settings
+from tinyfast.modeling.postprocess import TileDetections, tile_nms, with_tile_settings
 from tinyfast.modeling.sampler import sample_boxes
 from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
 from tinyfast.utils.comm import sum_over_processes, world_size
 from tinyfast.utils.schema import FRACTION, POSITIVE, Integer, Sequence, setting
+from tinyfast.utils.tensors import first_of_each_group
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ class FasterFPN(nn.Module):
         # Kept by decreasing score over the batch; a stable sort by image keeps that order in each image.
         keep = keep[torch.sort(groups[keep] // num_levels, stable=True).indices]
         kept_image = groups[keep] // num_levels
-        best = first_of_each_group(kept_image, max_proposals, num_images)
+        best = first_of_each_group(kept_image, max_proposals)
         return boxes[keep[best]], kept_image[best]
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from tinyfast.ops import batched_nms
 from tinyfast.tiling.detector import TileSettings
+from tinyfast.utils.tensors import first_of_each_group
 
 
 def sigmoid_tile_by_tile(values: Tensor) -> Tensor:
@@ -91,14 +92,6 @@ class TileDetections(NamedTuple):
         ]
 
 
-def first_of_each_group(groups: Tensor, limit: int, num_groups: int) -> Tensor:
-    """A mask of the first `limit` rows of each group, for rows grouped by `groups` (non-decreasing ids in
-    `[0, num_groups)`): a rank within the group computed for all groups at once."""
-    counts = torch.bincount(groups, minlength=num_groups)
-    rank = torch.arange(len(groups), device=groups.device) - (torch.cumsum(counts, 0) - counts)[groups]
-    return rank < limit
-
-
 def with_tile_settings(config, settings: TileSettings):
     """A detector config (a frozen dataclass with `nms_pre` and `score_threshold`) with the values that the
     tile settings give (None keeps the config's)."""
@@ -123,5 +116,5 @@ def tile_nms(
     # Kept by decreasing score over the batch; a stable sort by tile keeps that order within each tile.
     keep = keep[torch.sort(found.tiles[keep], stable=True).indices]
     if settings.max_per_tile is not None:
-        keep = keep[first_of_each_group(found.tiles[keep], settings.max_per_tile, found.num_tiles)]
+        keep = keep[first_of_each_group(found.tiles[keep], settings.max_per_tile)]
     return found.select(keep)

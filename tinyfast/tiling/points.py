@@ -9,6 +9,7 @@ import torch
 
 from tinyfast.ops import point_nms
 from tinyfast.tiling.inference import run_views, tile_views, view_scales
+from tinyfast.utils.tensors import first_of_each_group
 
 POINT_POLICIES = ("during", "after")
 _KEYS = ("points", "scores", "labels", "sizes")
@@ -127,7 +128,7 @@ def merge_tile_points(
         ]
         if capped_units is None or max_per_img is None:
             return kept
-        return kept[_first_of_each(capped_units[kept], max_per_img)]
+        return kept[first_of_each_group(capped_units[kept], max_per_img)]
 
     if policy == "during":
         candidates = suppress(candidates, image * num_classes + class_of, capped_units=image)
@@ -144,16 +145,6 @@ def _joined(detections, key, device):
     if not detections:
         return torch.empty(0, dtype=torch.int64 if key == "labels" else torch.float32, device=device)
     return torch.cat([found[key].reshape(-1) for found in detections]).to(device)
-
-
-def _first_of_each(units: torch.Tensor, cap: int) -> torch.Tensor:
-    """Mask of the first ``cap`` entries of each value of ``units`` (in the order given)."""
-    order = torch.argsort(units, stable=True)
-    grouped = units[order]
-    rank_in_unit = torch.arange(len(units), device=units.device) - torch.searchsorted(grouped, grouped)
-    first = torch.empty(len(units), dtype=torch.bool, device=units.device)
-    first[order] = rank_in_unit < cap
-    return first
 
 
 def locate_images(
