@@ -131,6 +131,64 @@ def tiled_inference(config: dict, policy: str | None = None) -> TiledInference:
     return TiledInference(chosen, options)
 
 
+@dataclass(frozen=True)
+class TiledLocation:
+    """How a point model's config sees full images: the `locate_images` options of its `[test]` section
+    (the box grid's keys, `policy`, `point_merge_distance`, `max_per_img`)."""
+
+    options: dict
+
+    def __call__(self, localiser, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return locate_images(localiser, images, **self.options)
+
+
+def tiled_location(config: dict) -> TiledLocation:
+    """The tiled inference of the point model of `config`."""
+    test = config["test"]
+    return TiledLocation(
+        {
+            "policy": test["policy"],
+            "tile": tuple(test["tile"]),
+            "overlap": tuple(test["overlap"]),
+            "scales": tuple(test["scales"]),
+            "flips": bool(test["flips"]),
+            "tile_batch_size": test["tile_batch_size"],
+            "distance_threshold": test["point_merge_distance"],
+            "max_per_img": test["max_per_img"] or None,
+        }
+    )
+
+
+def infer_test_set(
+    detector, inference, test_set: TestSet, *, images_per_batch: int, device, desc: str, progress: bool
+) -> list[dict[str, torch.Tensor]] | None:
+    """`inference(detector, images)` on every test image, in batches of `images_per_batch` read ahead
+    (`detect_batches`); the detections of each image in the order of the test set, on the main process
+    (None on the others).
+
+    In a distributed run every process infers its share of the batches (batch k goes to rank k mod world
+    size) and the main one gathers them. The batches are those of a single process, so the results are the
+    same as one process's when the processes compute as it does (on CPU: the same number of threads per
+    process)."""
+    infos = test_set.images
+    batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
+    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
+    read = ((index, [test_set.read(info) for info in batches[index]]) for index in mine)
+    found = list(
+        tqdm(
+            detect_batches(detector, read, inference, device),
+            total=len(mine),
+            desc=desc,
+            disable=not progress,
+        )
+    )
+    gathered = comm.gather_objects_to_main(found)
+    if gathered is None:
+        return None
+    by_batch = dict(pair for shard in gathered for pair in shard)
+    return [d for index in range(len(batches)) for d in by_batch[index]]
+
+
 def evaluate_detector(
     detector,
     config: dict,
@@ -143,36 +201,19 @@ def evaluate_detector(
 ) -> dict[str, float]:
     """Runs `detector` (a `TileDetector` whose weights are on `device`) on every test image, writes
     `results_{policy}.json` and `metrics_{policy}.json` into `out_dir`, and returns the metrics (headline:
-    `AP50_tiny`).
-
-    In a distributed run every process infers its share of the batches of `images_per_batch` images (batch
-    k goes to rank k mod world size); rank 0 gathers the detections, puts them back in the order of the
-    test set, writes and evaluates them once, and every process returns its metrics. The batches are those
-    of a single process, so the results are the same as one process's when the processes compute as it
-    does (on CPU: the same number of threads per process)."""
+    `AP50_tiny`). In a distributed run the processes share the batches (`infer_test_set`); the main one
+    writes and evaluates once, and every process returns its metrics."""
     test_set = load_test_set(config["data"])
-    inference = tiled_inference(config, policy)
-    infos = test_set.images
-    batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
-    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
-    read = ((index, [test_set.read(info) for info in batches[index]]) for index in mine)
-    found = list(
-        tqdm(
-            detect_batches(detector, read, inference, device),
-            total=len(mine),
-            desc=f"test ({policy})",
-            disable=not progress,
-        )
-    )
-    gathered = comm.gather_objects_to_main(found)
+    detections = infer_test_set(
+        detector, tiled_inference(config, policy), test_set, images_per_batch=images_per_batch,
+        device=device, desc=f"test ({policy})", progress=progress,
+    )  # fmt: skip
     metrics = None
-    if gathered is not None:
-        by_batch = dict(pair for shard in gathered for pair in shard)
-        detections = [d for index in range(len(batches)) for d in by_batch[index]]
+    if detections is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         results = write_coco_results(
             detections,
-            [info["id"] for info in infos],
+            [info["id"] for info in test_set.images],
             out_dir / f"results_{policy}.json",
             (test_set.category,),
         )
@@ -207,21 +248,6 @@ def evaluate_model(
     return evaluate_detector(prepared.detect_tiles, config, out_dir, policy, **options)
 
 
-def point_tiling(config: dict) -> dict:
-    """The `locate_images` options of a point model's config, from its `[test]` section."""
-    test = config["test"]
-    return {
-        "policy": test["policy"],
-        "tile": tuple(test["tile"]),
-        "overlap": tuple(test["overlap"]),
-        "scales": tuple(test["scales"]),
-        "flips": bool(test["flips"]),
-        "tile_batch_size": test["tile_batch_size"],
-        "distance_threshold": test["point_merge_distance"],
-        "max_per_img": test["max_per_img"] or None,
-    }
-
-
 def point_results(
     found: Sequence[dict[str, torch.Tensor]], image_ids: Sequence[int], category: int
 ) -> list[dict]:
@@ -248,22 +274,13 @@ def evaluate_localiser(
     (+ `.txt`) into `out_dir` and returns the point metrics (`evaluate_points`: headline `AP1.0_tiny`).
     Distributed runs share the batches as `evaluate_detector` does."""
     test_set = load_test_set(config["data"])
-    infos = test_set.images
-    batches = [infos[start : start + images_per_batch] for start in range(0, len(infos), images_per_batch)]
-    mine = list(range(len(batches)))[comm.rank() :: comm.world_size()]
-    found = []
-    tiling = point_tiling(config)
-    for index in tqdm(mine, desc="test (points)", disable=not progress):
-        with torch.no_grad():
-            images = [test_set.read(info).to(device) for info in batches[index]]
-            points = locate_images(localiser, images, **tiling)
-        found.append((index, [{key: value.cpu() for key, value in p.items()} for p in points]))
-    gathered = comm.gather_objects_to_main(found)
+    points = infer_test_set(
+        localiser, tiled_location(config), test_set, images_per_batch=images_per_batch, device=device,
+        desc="test (points)", progress=progress,
+    )  # fmt: skip
     metrics = None
-    if gathered is not None:
-        by_batch = dict(pair for shard in gathered for pair in shard)
-        points = [p for index in range(len(batches)) for p in by_batch[index]]
-        results = point_results(points, [info["id"] for info in infos], test_set.category)
+    if points is not None:
+        results = point_results(points, [info["id"] for info in test_set.images], test_set.category)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results_points.json").write_text(json.dumps(results))
         metrics = evaluate_points(test_set.ground_truth, results)

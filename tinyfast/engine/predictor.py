@@ -16,10 +16,10 @@ from torchvision.utils import draw_bounding_boxes, draw_keypoints
 from tinyfast.data.transforms import normalize, read_image, to_uint8
 from tinyfast.engine.checkpoint import load_checkpoint, model_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_run_config, with_defaults
-from tinyfast.engine.evaluation import point_tiling, tiled_inference
+from tinyfast.engine.evaluation import tiled_inference, tiled_location
 from tinyfast.modeling.build import load_model, model_kind
 from tinyfast.modeling.inference import prepare_for_inference
-from tinyfast.tiling import TileSettings, locate_images
+from tinyfast.tiling import TileSettings
 from tinyfast.utils.prefetch import prefetch_to_device
 
 RUN_CONFIG = "config.toml"
@@ -98,8 +98,7 @@ class Detector:
         self.model = prepare_for_inference(model, test["precision"], self.device, compile_networks)
         self.config = config
         self.normalization = config["data"]["normalization"]
-        self.inference = tiled_inference(config) if self.kind == "detector" else None
-        self.point_tiling = point_tiling(config) if self.kind == "localiser" else None
+        self.inference = tiled_inference(config) if self.kind == "detector" else tiled_location(config)
         self.images_per_batch = config["test"]["images_per_batch"]
 
     def detect_tiles(self, tiles: torch.Tensor, settings: TileSettings) -> list[dict[str, torch.Tensor]]:
@@ -137,10 +136,7 @@ class Detector:
     @torch.no_grad()
     def predict_loaded(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """`predict` for uint8 RGB CHW tensors already on `self.device`, all in one batch."""
-        if self.kind == "localiser":
-            detections = locate_images(self, images, **self.point_tiling)
-        else:
-            detections = self.inference(self.detect_tiles, images)
+        detections = self.inference(self if self.kind == "localiser" else self.detect_tiles, images)
         return [{key: value.cpu() for key, value in d.items()} for d in detections]
 
     def draw(
