@@ -95,6 +95,15 @@ def _detector(name: str) -> nn.Module:
 SETTINGS = TileSettings(nms_pre=100, per_tile_nms=True, score_threshold=0.0)
 
 
+def assert_best_detections_close(found, expected, count=20):
+    """Per tile, detections found and the best `count` close to those expected (float32 rounding apart)."""
+    for ours, theirs in zip(found, expected, strict=True):
+        assert len(theirs["scores"]) > 0
+        top = min(len(ours["scores"]), len(theirs["scores"]), count)
+        torch.testing.assert_close(ours["scores"][:top], theirs["scores"][:top], rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(ours["boxes"][:top], theirs["boxes"][:top], rtol=1e-3, atol=1e-2)
+
+
 @pytest.mark.parametrize("name", ["adap_fcos", "adap_retinanet", "faster_fpn"])
 def test_prepared_float32_detector_finds_what_the_model_finds(name):
     model = _detector(name)
@@ -104,11 +113,7 @@ def test_prepared_float32_detector_finds_what_the_model_finds(name):
     assert prepared.inference_dtype is None and _norm_count(prepared) == 0
     assert prepared is not model and model.inference_dtype is None
     found = prepared.detect_tiles(tiles, SETTINGS)
-    for ours, theirs in zip(found, expected, strict=True):
-        assert len(theirs["scores"]) > 0
-        top = min(len(ours["scores"]), len(theirs["scores"]), 20)
-        torch.testing.assert_close(ours["scores"][:top], theirs["scores"][:top], rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(ours["boxes"][:top], theirs["boxes"][:top], rtol=1e-3, atol=1e-2)
+    assert_best_detections_close(found, expected)
 
 
 @pytest.mark.parametrize("name", ["adap_fcos", "faster_fpn"])
@@ -148,11 +153,7 @@ def test_compiled_detector_finds_what_the_prepared_model_finds():
         warnings.simplefilter("error", RuntimeWarning)  # compiled, not fallen back
         found = compiled.detect_tiles(tiles, SETTINGS)
     assert compiled.backbone.failed is None and compiled.head.failed is None and not compiled.cuda_graphs
-    for ours, theirs in zip(found, expected, strict=True):
-        assert len(theirs["scores"]) > 0
-        top = min(len(ours["scores"]), len(theirs["scores"]), 20)
-        torch.testing.assert_close(ours["scores"][:top], theirs["scores"][:top], rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(ours["boxes"][:top], theirs["boxes"][:top], rtol=1e-3, atol=1e-2)
+    assert_best_detections_close(found, expected)
 
 
 @pytest.mark.parametrize("name", ["adap_fcos", "faster_fpn"])
