@@ -1,5 +1,5 @@
-"""The pieces the anchor-based detectors share: anchors, the delta box coder, the random sampler, the
-dense heads' per-level selection, the per-tile NMS and the multi-level RoIAlign."""
+"""The pieces the detectors share: anchors, the delta box coder, the random sampler, the dense heads'
+per-level selection, the per-tile NMS, the multi-level RoIAlign and the heads' GroupNorm."""
 
 import math
 
@@ -12,6 +12,7 @@ from torchvision.models.detection.image_list import ImageList
 from tinyfast.modeling.anchors import AnchorGenerator, octave_scales
 from tinyfast.modeling.box_coder import DeltaBoxCoder
 from tinyfast.modeling.faster_fpn import multi_level_roi_align
+from tinyfast.modeling.layers import GroupNorm
 from tinyfast.modeling.postprocess import (
     TileDetections,
     select_level_candidates,
@@ -200,3 +201,25 @@ def test_multi_level_roi_align_pools_each_roi_on_the_fpn_level_of_its_size():
         assert torch.equal(pooled[index : index + 1], expected), index
     assert multi_level_roi_align(features, rois[:0], STRIDES[:4], 7).shape == (0, 3, 7, 7)
     assert not math.isnan(float(pooled.sum()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_of_a_channels_last_tensor_is_torchs_and_stays_channels_last(dtype):
+    torch.manual_seed(0)
+    ours, reference = GroupNorm(4, 8), torch.nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
+    reference.load_state_dict(ours.state_dict())
+    image = (torch.randn(2, 8, 5, 7) * 3 + 1).to(dtype)
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        x = image.clone().contiguous(memory_format=memory_format).requires_grad_()
+        y = image.clone().requires_grad_()
+        out, expected = ours(x), reference(y)
+        assert out.is_contiguous(memory_format=memory_format) and out.dtype == dtype
+        tolerance = {"atol": 2e-2, "rtol": 2e-2} if dtype == torch.bfloat16 else {}
+        torch.testing.assert_close(out, expected, **tolerance)
+        weights = torch.randn_like(expected)
+        (out * weights).sum().backward(), (expected * weights).sum().backward()
+        torch.testing.assert_close(x.grad, y.grad, **tolerance)
+        torch.testing.assert_close(ours.weight.grad, reference.weight.grad, **tolerance)
+        ours.zero_grad(), reference.zero_grad()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from tinyfast.data.annotations import (
     AnnotationSet,
@@ -30,6 +29,8 @@ from tinyfast.data.transforms import (
     normalize,
     paint_mean,
     read_image,
+    region_means,
+    resized_crop,
     resized_size,
 )
 
@@ -63,7 +64,9 @@ class TinyPersonDataset(Dataset):
     (ignored ones not counted) are left out: the reference trains on every non-empty cut (1).
     `categories` (names) keeps only those categories of the json (`load_annotations`; COCO's "person").
     `image_scale` (a factor, or (x, y) factors) resizes every full image and its annotations before anything
-    else, so that cuts and targets are in the resized pixels (bilinear; objects too small for the model).
+    else, so that cuts and targets are in the resized pixels (bilinear; objects too small for the model); an
+    item computes only its own pixels of the resized image, and an erased region gets the mean colour of the
+    whole region in the decoded image.
     All annotation and file checks run here, in the main process, so a worker only meets decode errors.
     """
 
@@ -162,11 +165,8 @@ class TinyPersonDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         sample = self.samples[index]
         path = os.path.join(self.image_dir, sample.image.file_name)
-        image = read_image(path)
-        if self.image_scale != (1, 1):
-            width, height = resized_size(image.shape[2], image.shape[1], self.image_scale)
-            image = resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        full_h, full_w = image.shape[1:]
+        source = read_image(path)
+        full_w, full_h = resized_size(source.shape[2], source.shape[1], self.image_scale)
         x1, y1, x2, y2 = sample.corner if sample.corner is not None else (0, 0, full_w, full_h)
         expected = (sample.image.width, sample.image.height)
         if (sample.corner is None and (full_w, full_h) != expected) or x2 > full_w or y2 > full_h:
@@ -174,9 +174,11 @@ class TinyPersonDataset(Dataset):
                 f"{path}: decoded size {full_w}x{full_h} does not match the json "
                 f"(image id {sample.image.id}: {expected[0]}x{expected[1]}, corner {sample.corner})"
             )
+        image = resized_crop(source, (full_w, full_h), (x1, y1, x2, y2))
         if len(sample.erase_regions):
-            image = paint_mean(image, torch.from_numpy(sample.erase_regions))
-        image = image[:, y1:y2, x1:x2]
+            regions = torch.from_numpy(sample.erase_regions)
+            means = region_means(source, regions / torch.tensor(self.image_scale * 2, dtype=regions.dtype))
+            image = paint_mean(image, regions - torch.tensor([x1, y1, x1, y1], dtype=regions.dtype), means)
         width = x2 - x1
         boxes = _clip(torch.from_numpy(sample.boxes).float(), width, y2 - y1)
         ignore = _clip(torch.from_numpy(sample.ignore_boxes).float(), width, y2 - y1)

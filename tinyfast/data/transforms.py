@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from tinyfast.data.errors import DataError
 
@@ -122,20 +123,74 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return flipped
 
 
-def paint_mean(image: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """The reference's "erase": fill each x1y1x2y2 region with its own mean colour (means taken first)."""
+def resized_crop(image: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
+    """The pixels `box` (x1, y1, x2, y2) of `image` (uint8 CHW) resized to `size` (width, height), as
+    torchvision's bilinear antialiased resize of the whole image gives them (within one grey level), computing
+    only the box's: a 320x256 cut of an image resized to 1920x1080 reads a few hundred source pixels a row.
+    Shrinking (either axis smaller) resizes the whole image, as the antialias filter needs."""
+    x1, y1, x2, y2 = box
+    width, height = size
+    _, source_h, source_w = image.shape
+    if (width, height) == (source_w, source_h):
+        return image[:, y1:y2, x1:x2]
+    if x2 <= x1 or y2 <= y1:
+        return image.new_zeros((image.shape[0], max(0, y2 - y1), max(0, x2 - x1)))
+    if width < source_w or height < source_h:
+        resized = resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return resized[:, y1:y2, x1:x2]
+    rows = _bilinear_taps(y1, y2, source_h, height)
+    columns = _bilinear_taps(x1, x2, source_w, width)
+    pixels = image[:, rows[0][0] : rows[1][-1] + 1, columns[0][0] : columns[1][-1] + 1].float()
+    for dim, (low, high, weight) in ((1, rows), (2, columns)):
+        low, high = low - low[0], high - low[0]  # into the sliced block
+        weight = weight.view([-1 if d == dim else 1 for d in range(3)])
+        pixels = torch.lerp(pixels.index_select(dim, low), pixels.index_select(dim, high), weight)
+    return pixels.round_().clamp_(0, 255).to(image.dtype)
+
+
+def _bilinear_taps(start: int, stop: int, source: int, target: int) -> tuple[torch.Tensor, ...]:
+    """For output pixels start..stop-1 of an axis stretched from `source` to `target` pixels: the two source
+    pixels each one blends and the weight of the second, by torch's half-pixel mapping (output pixel i samples
+    the source at (i + 0.5) * source / target - 0.5, clamped to the image)."""
+    position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (source / target) - 0.5).clamp(min=0)
+    low = position.floor().long().clamp(max=source - 1)
+    return low, (low + 1).clamp(max=source - 1), (position - low).float()
+
+
+def region_means(image: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """[R,C] mean colour (rounded) of each x1y1x2y2 region of a CHW image, over its pixels inside the image
+    (zeros for a region with none)."""
     _, height, width = image.shape
-    boxes = []
-    for x1, y1, x2, y2 in regions.tolist():
-        xa, ya = max(0, math.floor(x1)), max(0, math.floor(y1))
-        xb, yb = min(width, math.ceil(x2)), min(height, math.ceil(y2))
+    means = torch.zeros(len(regions), image.shape[0])
+    for index, (xa, ya, xb, yb) in enumerate(_pixel_spans(regions, width, height)):
         if xb > xa and yb > ya:
-            boxes.append((xa, ya, xb, yb))
-    means = [image[:, ya:yb, xa:xb].float().mean(dim=(1, 2)).round() for xa, ya, xb, yb in boxes]
+            means[index] = image[:, ya:yb, xa:xb].float().mean(dim=(1, 2)).round()
+    return means
+
+
+def paint_mean(image: torch.Tensor, regions: torch.Tensor, means: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference's "erase": fill each x1y1x2y2 region with its own mean colour (`means` [R,C], by default
+    `region_means` of the image, all taken before any region is painted)."""
+    _, height, width = image.shape
+    means = region_means(image, regions) if means is None else means
     out = image.clone()
-    for (xa, ya, xb, yb), mean in zip(boxes, means, strict=True):
-        out[:, ya:yb, xa:xb] = mean.to(image.dtype).view(-1, 1, 1)
+    for (xa, ya, xb, yb), mean in zip(_pixel_spans(regions, width, height), means, strict=True):
+        if xb > xa and yb > ya:
+            out[:, ya:yb, xa:xb] = mean.to(image.dtype).view(-1, 1, 1)
     return out
+
+
+def _pixel_spans(regions: torch.Tensor, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The pixels a region touches, clipped to the image: (x_start, y_start, x_stop, y_stop)."""
+    return [
+        (
+            max(0, math.floor(x1)),
+            max(0, math.floor(y1)),
+            min(width, math.ceil(x2)),
+            min(height, math.ceil(y2)),
+        )
+        for x1, y1, x2, y2 in regions.reshape(-1, 4).tolist()
+    ]
 
 
 def pad_to_multiple(images: list[torch.Tensor], divisor: int = 32, value: float = 0.0) -> torch.Tensor:

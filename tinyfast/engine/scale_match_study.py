@@ -35,7 +35,10 @@ REFERENCE = (
     "the reference (COCO -> TinyPerson, AP50 tiny): Faster-FPN 49.81 -> 50.85 with SM, 50.18 with MSM; "
     "Adap RetinaNet (clip grad) 45.22 -> 51.78 with SM, 50.00 with MSM"
 )
-LR_STEP_AT = 0.7  # fcos_synthetic's schedule: the learning rate drops after 7 of 10 epochs
+LR_STEP_AT = 0.7  # fcos_synthetic's schedule: the learning rate drops after 70% of the epochs
+# Every arm sees the images at their own scale (the default run resizes its tiny set by 1.5): a resized
+# target would also move the sizes that Scale Match matches the source to.
+OWN_SCALE = ("data.image_scale=1.0", "test.scales=[1.0]")
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def run_study(
 ) -> list[ArmResult]:
     """Trains the four arms (run folders under `out`) and returns their results on the tiny test set."""
     prepare_sets(data_root, size)
-    common = [*size.overrides, f"train.batch_size={size.batch_size}", f"train.seed={seed}"]
+    common = [*OWN_SCALE, *size.overrides, f"train.batch_size={size.batch_size}", f"train.seed={seed}"]
     pretrain_iterations = size.iterations // 2
     results = []
     for number, arm in enumerate(ARMS, 1):

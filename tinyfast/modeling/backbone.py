@@ -13,7 +13,6 @@ network stops at the stage the last one needs (3 levels: C2-C4, no C5): persons 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from tinyfast.modeling.layers import make_group_norm
 from tinyfast.utils.schema import Flag, Integer, OneOf, Section, Sequence, Text, setting
 
 # torchvision constructors and the ImageNet weights that go with them (the reference's ResNets: V1).
@@ -42,7 +42,7 @@ BACKBONES = {
 _NORMS = {
     "frozen": FrozenBatchNorm2d,
     "batch": nn.BatchNorm2d,
-    "group": lambda channels: nn.GroupNorm(math.gcd(32, channels), channels),
+    "group": make_group_norm,
 }
 
 

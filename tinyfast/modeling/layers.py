@@ -11,13 +11,30 @@ from torch import Tensor, nn
 from tinyfast.ops import max_iou_assign
 
 
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` that normalises a channels-last CPU tensor in the contiguous layout and hands it back
+    channels last: torch's channels-last GroupNorm is several times slower on the CPU (forward + backward of
+    4 x 64 x 64 x 80 in bf16: 26 ms against 3.6 ms contiguous, torch 2.14). Same parameters and state dict."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last):
+                return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def make_group_norm(channels: int) -> GroupNorm:
+    """GroupNorm with 32 groups when they divide `channels` (the largest common divisor otherwise)."""
+    return GroupNorm(math.gcd(32, channels), channels)
+
+
 def conv_tower(channels: int, depth: int, group_norm: bool) -> nn.Sequential:
     """`depth` times 3x3 conv (+ GroupNorm) + ReLU."""
     layers = []
     for _ in range(depth):
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if group_norm:
-            layers.append(nn.GroupNorm(math.gcd(32, channels), channels))  # 32 groups when they divide
+            layers.append(make_group_norm(channels))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
