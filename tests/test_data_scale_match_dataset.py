@@ -45,6 +45,7 @@ def source_data(root, *overrides) -> DataConfig:
             "data.erase=false",
             "data.min_objects_per_cut=1",
             "data.sub_size=[320, 256]",
+            "data.image_scale=1.0",  # the source as it is: Scale Match alone sets its sizes
             *overrides,
         ],
     )

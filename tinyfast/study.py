@@ -37,7 +37,7 @@ import torch
 from tinyfast.data.build import DataConfig, prepare_data
 from tinyfast.engine.checkpoint import load_checkpoint
 from tinyfast.engine.config import load_config
-from tinyfast.engine.evaluation import TestSet, load_test_set, tiled_inference
+from tinyfast.engine.evaluation import TestSet, load_test_set, normalising, tiled_inference
 from tinyfast.engine.scale_match_study import FULL, QUICK, StudySize, study
 from tinyfast.evaluation import evaluate
 from tinyfast.modeling.build import load_model, policy_for_model
@@ -104,10 +104,12 @@ def run_study(
     category_id: int = 1,
     tiling: dict | None = None,
     device: torch.device | str | None = None,
+    normalization: str | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[Row]:
-    """Tiled inference on ``images`` (normalised as the detector expects, moved to ``device``, default
-    where they are, one batch at a time) under every distinct inference
+    """Tiled inference on ``images`` (moved to ``device``, default where they are, one batch at a time;
+    normalised as the detector expects, or raw 0-255 pixels whose tiles are normalised as
+    ``normalization`` says, as ``tinyfast test`` does) under every distinct inference
     setting, timed, then the TinyPerson evaluation of every row against ``ground_truth`` (task applied,
     the detections written as ``category_id``). ``model_config`` holds the model's test settings
     (``nms_pre``, ``nms_iou``, ``score_threshold``); ``tiling`` the ``detect_images`` options (tile,
@@ -123,6 +125,11 @@ def run_study(
     shared = SharedNetwork(detector) if hasattr(detector, "tile_outputs") else None
     unshared = getattr(detector, "detect_tiles", detector)
     tile_detector = shared if shared is not None else unshared
+    if normalization is not None:
+        unshared, tile_detector = (
+            normalising(unshared, normalization),
+            normalising(tile_detector, normalization),
+        )
     device = torch.device(device) if device is not None else images[0].device
     with torch.no_grad():  # warm-up, untimed
         warm = [images[0].to(device)]
@@ -298,7 +305,7 @@ def spread(count: int, total: int) -> list[int]:
 
 
 def study_test_set(config: dict, num_images: int | None) -> tuple[list[torch.Tensor], TestSet]:
-    """The config's test images (decoded and normalised) and their test set (task applied), all of them or
+    """The config's test images (decoded, uint8) and their test set (task applied), all of them or
     ``num_images`` spread over the set."""
     test_set = load_test_set(config["data"])
     if num_images:
@@ -397,6 +404,7 @@ def main(argv: list[str]) -> int:
         category_id=test_set.category,
         tiling=tiling,
         device=device,
+        normalization=config["data"]["normalization"],
         log=lambda line: print(line, file=sys.stderr),
     )
     persons = sum(1 for a in gt["annotations"] if not (a.get("ignore") or a.get("uncertain")))

@@ -42,9 +42,8 @@ class TestSet:
         return self.ground_truth["images"]
 
     def read(self, info: dict) -> torch.Tensor:
-        """The image `info` names, decoded and normalised as the config says."""
-        path = Path(self.data["test_images"]) / info["file_name"]
-        return normalize(read_image(str(path)), self.data["normalization"])
+        """The image `info` names, decoded (uint8 RGB CHW; tiled inference normalises its tiles)."""
+        return read_image(str(Path(self.data["test_images"]) / info["file_name"]))
 
     def subset(self, indices: Sequence[int]) -> TestSet:
         """The images at `indices` and their annotations only."""
@@ -103,13 +102,27 @@ def _read_test_annotations(path: Path) -> dict:
 @dataclass(frozen=True)
 class TiledInference:
     """How a config's model sees full images: its merge policy and the `detect_images` options, from the
-    `[test]` section (`tile`, `overlap`, `scales`, `flips`, `truncated`, `max_per_img`, `tile_batch_size`)."""
+    `[test]` section (`tile`, `overlap`, `scales`, `flips`, `truncated`, `max_per_img`, `tile_batch_size`).
+    Images are raw pixels (uint8 RGB CHW, as decoded); each batch of tiles is normalised as
+    `data.normalization` says just before the detector, so that `test`, `predict` and the training-end
+    evaluation give the network the same values (a test-time scale resizes the raw pixels) and no full image
+    is held as floats."""
 
     policy: MergePolicy
     options: dict
+    normalization: str
 
-    def __call__(self, detector, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return detect_images(detector, images, self.policy, **self.options)
+    def __call__(self, detector: TileDetector, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return detect_images(normalising(detector, self.normalization), images, self.policy, **self.options)
+
+
+def normalising(detector: TileDetector, normalization: str) -> TileDetector:
+    """`detector` fed raw 0-255 tiles: each batch normalised as `normalization` says first."""
+
+    def normalised(tiles: torch.Tensor, settings) -> list[dict[str, torch.Tensor]]:
+        return detector(normalize(tiles, normalization), settings)
+
+    return normalised
 
 
 def tiled_inference(config: dict, policy: str | None = None) -> TiledInference:
@@ -128,18 +141,29 @@ def tiled_inference(config: dict, policy: str | None = None) -> TiledInference:
         "flips": bool(test["flips"]),
         "tile_batch_size": test["tile_batch_size"],
     }
-    return TiledInference(chosen, options)
+    return TiledInference(chosen, options, config["data"]["normalization"])
 
 
 @dataclass(frozen=True)
 class TiledLocation:
     """How a point model's config sees full images: the `locate_images` options of its `[test]` section
-    (the box grid's keys, `policy`, `point_merge_distance`, `max_per_img`)."""
+    (the box grid's keys, `policy`, `point_merge_distance`, `max_per_img`); raw pixels in, each batch of
+    tiles normalised as `TiledInference` does."""
 
     options: dict
+    normalization: str
 
     def __call__(self, localiser, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return locate_images(localiser, images, **self.options)
+        return locate_images(_NormalisedLocaliser(localiser, self.normalization), images, **self.options)
+
+
+@dataclass(frozen=True)
+class _NormalisedLocaliser:
+    localiser: object
+    normalization: str
+
+    def locate(self, tiles: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        return self.localiser.locate(normalize(tiles, self.normalization), sizes)
 
 
 def tiled_location(config: dict) -> TiledLocation:
@@ -155,7 +179,8 @@ def tiled_location(config: dict) -> TiledLocation:
             "tile_batch_size": test["tile_batch_size"],
             "distance_threshold": test["point_merge_distance"],
             "max_per_img": test["max_per_img"] or None,
-        }
+        },
+        config["data"]["normalization"],
     )
 
 

@@ -13,13 +13,12 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import draw_bounding_boxes, draw_keypoints
 
-from tinyfast.data.transforms import normalize, read_image, to_uint8
+from tinyfast.data.transforms import read_image, to_uint8
 from tinyfast.engine.checkpoint import load_checkpoint, model_checkpoint
 from tinyfast.engine.config import apply_override, check_config, load_run_config, with_defaults
 from tinyfast.engine.evaluation import tiled_inference, tiled_location
 from tinyfast.modeling.build import load_model, model_kind
 from tinyfast.modeling.inference import prepare_for_inference
-from tinyfast.tiling import TileSettings
 from tinyfast.utils.prefetch import prefetch_to_device
 
 RUN_CONFIG = "config.toml"
@@ -97,18 +96,8 @@ class Detector:
         compile_networks = test["compile"] and self.kind == "detector"  # point models run uncompiled
         self.model = prepare_for_inference(model, test["precision"], self.device, compile_networks)
         self.config = config
-        self.normalization = config["data"]["normalization"]
         self.inference = tiled_inference(config) if self.kind == "detector" else tiled_location(config)
         self.images_per_batch = config["test"]["images_per_batch"]
-
-    def detect_tiles(self, tiles: torch.Tensor, settings: TileSettings) -> list[dict[str, torch.Tensor]]:
-        """The `TileDetector` of tiled inference: uint8 (or 0-255) RGB tiles, normalised here one batch at
-        a time so that a large image is never normalised (4 bytes a value) as a whole."""
-        return self.model.detect_tiles(normalize(tiles, self.normalization), settings)
-
-    def locate(self, tiles: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        """The point localiser of `locate_images`: uint8 (or 0-255) tiles, normalised here as above."""
-        return self.model.locate(normalize(tiles, self.normalization), sizes)
 
     @torch.no_grad()
     def predict(
@@ -136,7 +125,8 @@ class Detector:
     @torch.no_grad()
     def predict_loaded(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """`predict` for uint8 RGB CHW tensors already on `self.device`, all in one batch."""
-        detections = self.inference(self if self.kind == "localiser" else self.detect_tiles, images)
+        model = self.model if self.kind == "localiser" else self.model.detect_tiles
+        detections = self.inference(model, images)
         return [{key: value.cpu() for key, value in d.items()} for d in detections]
 
     def draw(
