@@ -139,7 +139,9 @@ def test_training_step_vs_torchvision(benchmark, summary_line, family, device, p
     loss = benchmark.pedantic(ours, rounds=settings["rounds"], warmup_rounds=0)
     ours_s = benchmark.stats.stats.min if benchmark.enabled else best_time(ours, 1)[1]
 
-    assert torch.isfinite(loss) and torch.isfinite(baseline_loss)
+    assert torch.isfinite(loss), f"our {family.name} loss is {loss.item()}"
+    if not torch.isfinite(baseline_loss):  # measured: torchvision's Faster R-CNN in bf16 on the CPU
+        pytest.xfail(f"torchvision's {family.name} loss is {baseline_loss.item()} ({precision})")
     ratio = baseline_s / ours_s
     size = f"{settings['batch']} x {settings['width']}x{settings['height']}"
     persons = sum(len(t["boxes"]) for t in targets)

@@ -1,4 +1,4 @@
-"""The rpi640 configs train on the real images of ../shared/data/tinyperson-rpi640 (a few iterations each,
+"""The rpi640 configs (boxes and points) train on the real images of ../shared/data/tinyperson-rpi640 (a few iterations each,
 on a handful of images; skipped when the data set is absent)."""
 
 import json
@@ -33,13 +33,12 @@ def labels(tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("config", ["fcos_rpi640", "retinanet_rpi640", "faster_fpn_rpi640"])
-def test_each_rpi640_config_trains_and_evaluates_on_real_images(config, labels, tmp_path):
+def train_briefly(config: str, labels, run_dir: Path) -> int:
     train, valid = labels
-    code = train_cli.main(
+    return train_cli.main(
         [
             config,
-            f"run_dir={tmp_path}",
+            f"run_dir={run_dir}",
             f"data.train_annotations={str(train)!r}",
             f"data.test_annotations={str(valid)!r}",
             "train.epochs=1",
@@ -50,6 +49,19 @@ def test_each_rpi640_config_trains_and_evaluates_on_real_images(config, labels, 
             "--no-progress",
         ]
     )
-    assert code == 0
+
+
+@pytest.mark.parametrize("config", ["fcos_rpi640", "retinanet_rpi640", "faster_fpn_rpi640"])
+def test_each_rpi640_config_trains_and_evaluates_on_real_images(config, labels, tmp_path):
+    assert train_briefly(config, labels, tmp_path) == 0
     metrics = json.loads((tmp_path / "metrics_during.json").read_text())
     assert 0.0 <= metrics["AP50_tiny"] <= 1.0
+
+
+def test_the_point_configs_train_on_the_real_images_coarse_points(labels, tmp_path):
+    assert train_briefly("cpr_rpi640", labels, tmp_path / "cpr") == 0
+    refine = json.loads((tmp_path / "cpr" / "metrics_refine.json").read_text())
+    assert refine["mean_distance_input"] > 0
+    assert train_briefly("p2pnet_rpi640", labels, tmp_path / "p2pnet") == 0
+    points = json.loads((tmp_path / "p2pnet" / "metrics_points.json").read_text())
+    assert 0.0 <= points["AP1.0_tiny"] <= 1.0
