@@ -87,9 +87,11 @@ def test_a_second_training_on_the_same_run_folder_refuses_and_leaves_the_first_o
     assert not list(run.glob("*.tmp")) and load_checkpoint(run / "latest.pth")["iteration"] == 2
 
 
+# Ctrl-C's handler set explicitly: a process started in the background inherits SIGINT ignored.
 HOLD_THE_LOCK = """
-import sys, time
+import signal, sys, time
 from tinyfast.engine.run_folder import run_folder_lock
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with run_folder_lock(sys.argv[1]):
     open(sys.argv[2], "w").close()
     time.sleep(600)

@@ -1,5 +1,5 @@
-"""The rpi640 configs (boxes and points) train on the real images of ../shared/data/tinyperson-rpi640 (a few iterations each,
-on a handful of images; skipped when the data set is absent)."""
+"""The rpi640 configs (boxes and points) train on the real images of ../shared/data/tinyperson-rpi640 (a
+few iterations each, on a handful of images; skipped when the data set is absent)."""
 
 import json
 from pathlib import Path
