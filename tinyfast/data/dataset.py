@@ -177,7 +177,8 @@ class TinyPersonDataset(Dataset):
         image = resized_crop(source, (full_w, full_h), (x1, y1, x2, y2))
         if len(sample.erase_regions):
             regions = torch.from_numpy(sample.erase_regions)
-            means = region_means(source, regions / torch.tensor(self.image_scale * 2, dtype=regions.dtype))
+            sx, sy = self.image_scale
+            means = region_means(source, regions / torch.tensor([sx, sy, sx, sy], dtype=regions.dtype))
             image = paint_mean(image, regions - torch.tensor([x1, y1, x1, y1], dtype=regions.dtype), means)
         width = x2 - x1
         boxes = _clip(torch.from_numpy(sample.boxes).float(), width, y2 - y1)

@@ -6,9 +6,10 @@ points towards the box centres (`tinyfast.engine.refinement.evaluate_refiner`)."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -116,11 +117,12 @@ class TiledInference:
         return detect_images(normalising(detector, self.normalization), images, self.policy, **self.options)
 
 
-def normalising(detector: TileDetector, normalization: str) -> TileDetector:
-    """`detector` fed raw 0-255 tiles: each batch normalised as `normalization` says first."""
+def normalising(on_tiles: Callable, normalization: str) -> Callable:
+    """`on_tiles(tiles, ...)` (a `TileDetector`, a localiser's `locate`) fed raw 0-255 tiles: each batch
+    normalised as `normalization` says first."""
 
-    def normalised(tiles: torch.Tensor, settings) -> list[dict[str, torch.Tensor]]:
-        return detector(normalize(tiles, normalization), settings)
+    def normalised(tiles: torch.Tensor, *rest) -> list[dict[str, torch.Tensor]]:
+        return on_tiles(normalize(tiles, normalization), *rest)
 
     return normalised
 
@@ -154,16 +156,8 @@ class TiledLocation:
     normalization: str
 
     def __call__(self, localiser, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return locate_images(_NormalisedLocaliser(localiser, self.normalization), images, **self.options)
-
-
-@dataclass(frozen=True)
-class _NormalisedLocaliser:
-    localiser: object
-    normalization: str
-
-    def locate(self, tiles: torch.Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        return self.localiser.locate(normalize(tiles, self.normalization), sizes)
+        normalised = SimpleNamespace(locate=normalising(localiser.locate, self.normalization))
+        return locate_images(normalised, images, **self.options)
 
 
 def tiled_location(config: dict) -> TiledLocation:

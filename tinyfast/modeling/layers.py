@@ -18,9 +18,11 @@ class GroupNorm(nn.GroupNorm):
     state dict."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous():
-            if x.is_contiguous(memory_format=torch.channels_last):
-                return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        channels_last = (
+            x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        if x.device.type == "cpu" and channels_last:
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 
 
