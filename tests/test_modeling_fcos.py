@@ -125,6 +125,21 @@ def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():
     assert model.head.cls_logits.weight.grad is not None
 
 
+def test_loss_bbox_weight_scales_the_box_loss_alone():
+    generator = torch.Generator().manual_seed(2)
+    targets = [tiny_persons(generator, height=64, width=96)]
+    images = torch.randn(1, 3, 64, 96, generator=generator)
+    torch.manual_seed(0)
+    plain = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
+    weighted = AdapFCOS(small_config(channels=16, stacked_convs=1, loss_bbox_weight=2.5)).train()
+    weighted.load_state_dict(plain.state_dict())
+    reference, losses = plain(images, targets), weighted(images, targets)
+    assert reference["loss_bbox"] > 0
+    torch.testing.assert_close(losses["loss_bbox"], 2.5 * reference["loss_bbox"])
+    for name in ("loss_cls", "loss_centerness"):
+        torch.testing.assert_close(losses[name], reference[name])
+
+
 def test_under_autocast_the_losses_are_float32_and_close_to_float32_training():
     torch.manual_seed(0)
     model = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()

@@ -36,6 +36,7 @@ class FCOSConfig(BackboneConfig):
     center_sampling_radius: float = setting(POSITIVE, 1.5)
     focal_alpha: float = setting(FRACTION, 0.25)
     focal_gamma: float = setting(Real(0), 2.0)
+    loss_bbox_weight: float = setting(Real(0), 1.0)
     # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
     nms_pre: int = setting(Integer(1), 2000)
     score_threshold: float = setting(FRACTION, 0.05)
@@ -173,7 +174,7 @@ class AdapFCOS(DenseDetector):
             distances_to_boxes(positive_points, positive_targets),
             reduction="none",
         )
-        loss_bbox = (giou * center_targets).sum() / center_total
+        loss_bbox = config.loss_bbox_weight * (giou * center_targets).sum() / center_total
         loss_centerness = (
             F.binary_cross_entropy_with_logits(flat_centerness[positive], center_targets, reduction="sum")
             / num_positive
