@@ -77,3 +77,35 @@ def test_training_on_a_tinyperson_copy_needs_only_data_root(tmp_path):
     config = load_config(CONFIG_DIR / "fcos_tinyperson.toml", [f"data.root={tmp_path}"])
     dataset = train_dataset(DataConfig.from_config(config["data"]))
     assert len(dataset) == 1
+
+
+def test_image_scale_multiples_train_on_the_cuts_at_every_scale(tiny_synthetic_set):
+    overrides = [
+        f"data.root={tiny_synthetic_set}",
+        "data.image_scale=[1.5, 1.0]",
+        "data.sub_size=[160, 128]",
+        "data.min_objects_per_cut=1",
+    ]
+    config = load_config(CONFIG_DIR / "fcos_synthetic.toml", overrides)["data"]
+
+    def items(*multiples):
+        return train_dataset(DataConfig.from_config({**config, "image_scale_multiples": list(multiples)}))
+
+    at_1, at_1_2, both = items(1.0), items(1.2), items(1.0, 1.2)
+    assert len(at_1_2) > len(at_1) and len(both) == len(at_1) + len(at_1_2)
+    # The cuts at 1x, then those at 1.2x.
+    pairs = [(0, at_1, 0), (len(at_1), at_1_2, 0), (len(both) - 1, at_1_2, len(at_1_2) - 1)]
+    for index, alone, index_alone in pairs:
+        torch.manual_seed(0)
+        image, target = both[index]
+        torch.manual_seed(0)
+        expected, expected_target = alone[index_alone]
+        assert torch.equal(image, expected) and torch.equal(target["boxes"], expected_target["boxes"])
+    assert at_1_2[0][1]["orig_size"] != at_1[0][1]["orig_size"]  # cut from the image resized by (1.8, 1.2)
+    with pytest.raises(ValueError, match="data.image_scale_multiples = \\[1.0, 1.2\\] and data.scale_match"):
+        DataConfig.from_config(
+            {**config, "image_scale_multiples": [1.0, 1.2], "scale_match": "gaussian",
+             "scale_match_gaussian": [1.0, 0.5]}
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="data.image_scale_multiples"):
+        DataConfig.from_config({**config, "image_scale_multiples": []})

@@ -73,11 +73,14 @@ def test_a_run_folder_written_before_a_key_existed_still_loads_with_its_default(
     old.mkdir()
     shutil.copy(tiny_run / "latest.pth", old / "latest.pth")
     lines = (tiny_run / "config.toml").read_text().splitlines()
-    kept = [line for line in lines if not line.startswith(("points", "point_merge_distance", "image_scale"))]
-    assert len(kept) == len(lines) - 4
+    newer_keys = ("points", "point_merge_distance", "image_scale", "ema_")
+    kept = [line for line in lines if not line.startswith(newer_keys)]
+    assert len(kept) == len(lines) - 7  # points(_seed), image_scale(_multiples), ema_decay, ema_ramp_iters
     (old / "config.toml").write_text("\n".join(kept) + "\n")
     detector = tinyfast.load_detector(old)
     assert detector.config["data"]["points"] == "" and detector.config["test"]["point_merge_distance"] == 0.5
+    config = detector.config
+    assert config["data"]["image_scale_multiples"] == [1.0] and config["train"]["ema_decay"] == 0
 
 
 @needs_rpi

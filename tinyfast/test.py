@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--policy", choices=("during", "after"), default=None, help="merge policy")
     parser.add_argument("--out", default=None, help="folder for results and metrics")
+    parser.add_argument(
+        "--trained-weights",
+        action="store_true",
+        help="of a run that averaged its weights (train.ema_decay): the optimiser's, not the average",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_intermixed_args(argv)
     if Path(args.model).is_dir() or Path(args.model).suffix == ".pth":
@@ -54,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--out {out_dir} is a file, not a folder")
     if state is None:  # read after the cheap checks of the arguments
         state = load_checkpoint(Path(checkpoint))
+    if args.trained_weights:
+        if "trained_model" not in state:
+            raise ValueError(f"--trained-weights: {checkpoint} holds no average (train.ema_decay was 0)")
+        state = {**state, "model": state["trained_model"]}
     model = load_model(config["model"], state, str(checkpoint))
     policy = args.policy or config["test"]["policy"]
     with distributed.launch(config["train"]["device"]) as processes:

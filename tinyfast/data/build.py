@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from tinyfast.data.annotations import TASKS, AnnotationSet, load_annotations
 from tinyfast.data.dataset import TinyPersonDataset
@@ -30,7 +30,7 @@ from tinyfast.data.scale_match import (
     SizeMatcher,
 )
 from tinyfast.data.synthetic import PRESETS, generate
-from tinyfast.data.transforms import NORMALIZATIONS
+from tinyfast.data.transforms import NORMALIZATIONS, axis_scales
 from tinyfast.utils.schema import (
     POSITIVE,
     Flag,
@@ -68,6 +68,7 @@ class DataConfig(Section):
     normalization: str = setting(OneOf(tuple(NORMALIZATIONS)))
     skip_bad_images: bool = setting(Flag())
     image_scale: float | tuple[float, float] = setting(ScaleFactor())
+    image_scale_multiples: tuple[float, ...] = setting(Sequence(POSITIVE, min_length=1))
     points: str = setting(OneOf(("", *POINT_SOURCES)))
     points_seed: int = setting(Integer(0, 2**32 - 1))
     train_categories: tuple[str, ...] = setting(Sequence(Text()))
@@ -104,6 +105,11 @@ class DataConfig(Section):
                 "json of the target set (TinyPerson's training json)"
                 + (" or data.scale_match_gaussian = [mean, std]" if self.scale_match == "gaussian" else "")
             )
+        if len(self.image_scale_multiples) > 1 and self.scale_match != "none":
+            raise ValueError(
+                f"data.image_scale_multiples = {list(self.image_scale_multiples)} and data.scale_match = "
+                f"{self.scale_match!r} do not go together: Scale Match draws each image's scale itself"
+            )
         if self.points and self.scale_match != "none":
             raise ValueError(
                 f"data.points = {self.points!r} and data.scale_match = {self.scale_match!r} do not go "
@@ -135,33 +141,39 @@ def prepare_data(data: DataConfig) -> None:
 
 
 def train_dataset(data: DataConfig, seed: int = 0) -> Dataset:
-    """The training items: the cuts of the training images, or with `data.scale_match` the whole images
-    resized by Scale Match (a new scale per image, epoch and `seed`, the run's `train.seed`) and cropped to
-    `data.sub_size` where larger. With `data.points` set, each item carries the points of its objects
-    (`target["points"]`, from `tinyfast.data.points.training_points`)."""
+    """The training items: the cuts of the training images resized by `data.image_scale` times each of
+    `data.image_scale_multiples` (with several, the cuts at every scale, one set after the other), or with
+    `data.scale_match` the whole images resized by Scale Match (a new scale per image, epoch and `seed`, the
+    run's `train.seed`) and cropped to `data.sub_size` where larger. With `data.points` set, each item
+    carries the points of its objects (`target["points"]`, from `tinyfast.data.points.training_points`)."""
     matched = data.scale_match != "none"
     annotations = (
         training_points(data.train_annotations, data.points, data.points_seed)
         if data.points
         else data.train_annotations
     )
-    dataset = TinyPersonDataset(
-        annotations,
-        data.train_images,
-        task=data.task,
-        train=True,
-        cut=False if matched else None,
-        erase=data.erase,
-        skip_dense=data.skip_dense,
-        min_objects=data.min_objects_per_cut,
-        sub_size=data.sub_size,
-        normalization=data.normalization,
-        on_error="skip" if data.skip_bad_annotations else "raise",
-        categories=data.train_categories or None,
-        image_scale=data.image_scale,
-    )
+    x, y = axis_scales(data.image_scale)
+    datasets = [
+        TinyPersonDataset(
+            annotations,
+            data.train_images,
+            task=data.task,
+            train=True,
+            cut=False if matched else None,
+            erase=data.erase,
+            skip_dense=data.skip_dense,
+            min_objects=data.min_objects_per_cut,
+            sub_size=data.sub_size,
+            normalization=data.normalization,
+            on_error="skip" if data.skip_bad_annotations else "raise",
+            categories=data.train_categories or None,
+            image_scale=(x * multiple, y * multiple),
+        )
+        for multiple in data.image_scale_multiples
+    ]
     if not matched:
-        return dataset
+        return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+    dataset = datasets[0]
     resize = ScaleMatchResize(scale_matcher(data, dataset.annotations))
     return ScaleMatchedDataset(dataset, resize, seed, data.sub_size)
 

@@ -95,6 +95,8 @@ class TrainConfig(Section):
     warmup_iters: int = setting(Integer(0))
     warmup_ratio: float = setting(FRACTION)
     grad_clip: float = setting(NON_NEGATIVE)
+    ema_decay: float = setting(Real(0, 1, high_open=True))
+    ema_ramp_iters: float = setting(NON_NEGATIVE)
     keep_checkpoints: int = setting(Integer(0))
     checkpoint_interval: int = setting(Integer(0))
     auto_resume: bool = setting(Flag())

@@ -38,6 +38,7 @@ from tinyfast.engine.evaluation import evaluate_model
 from tinyfast.engine.optim import StepSchedule, linear_scaled_lr, sgd
 from tinyfast.engine.run_folder import main_process_lock
 from tinyfast.engine.run_state import Position, RecordLog, resume_position, truncate_log
+from tinyfast.engine.weight_average import WeightAverage
 from tinyfast.modeling.backbone import check_pretrained
 from tinyfast.modeling.build import build_model, load_matching, model_kind
 from tinyfast.utils import comm
@@ -170,6 +171,9 @@ class Trainer:
         self._info(f"train.amp = {settings.amp!r}: {precision} on {self.device}")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.average = None
+        if settings.ema_decay > 0:
+            self.average = WeightAverage(self.model, settings.ema_decay, settings.ema_ramp_iters)
         self.position = Position()
         # Training seconds of the run so far (a resumed run starts with its checkpoint's); evaluations,
         # timed apart, are not part of it.
@@ -267,7 +271,7 @@ class Trainer:
         state = load_checkpoint(path)
         position = resume_position(state, path, self.processes.world_size, self.settings.train.batch_size)
         try:
-            self.model.load_state_dict(state["model"])
+            self._restore_weights(state)
             self.optimizer.load_state_dict(state["optimizer"])
             if state["scaler"]:  # empty when the checkpoint's run had no scaler (float32 or bf16)
                 self.scaler.load_state_dict(state["scaler"])
@@ -285,9 +289,29 @@ class Trainer:
         )
         return state.get("planned_iterations")
 
+    def _restore_weights(self, state: dict) -> None:
+        """The optimiser's weights and, with `train.ema_decay`, their average. A checkpoint of a run that
+        averaged holds the average as its "model" (what test and predict load) and the optimiser's weights
+        as "trained_model"."""
+        self.model.load_state_dict(state.get("trained_model", state["model"]))
+        if self.average is None:
+            return
+        if "trained_model" in state:
+            self.average.restore(state["model"], state["ema_updates"])
+        else:
+            self.average = WeightAverage(self.model, self.average.decay, self.average.ramp_iters)
+            self._info("the checkpoint holds no averaged weights: the average starts from its weights")
+
     def _state(self, training_s: float) -> dict:
+        weights = {"model": self.model.state_dict()}
+        if self.average is not None:
+            weights = {
+                "model": self.average.weights,
+                "trained_model": self.model.state_dict(),
+                "ema_updates": self.average.updates,
+            }
         return {
-            "model": self.model.state_dict(),
+            **weights,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             **dataclasses.asdict(self.position),
@@ -308,7 +332,7 @@ class Trainer:
         """Trains the remaining epochs (with `train.budget_s`: the iterations that fit in it), evaluating
         every `test.eval_interval` epochs, then evaluates the final model with tiled inference on the test
         images (unless the interval is negative). Writes the training and evaluation times to
-        `timing.json`. Returns the model and the last metrics."""
+        `timing.json`. Returns the served model (`served_model`) and the last metrics."""
         interval = self.settings.test.eval_interval
         metrics = {}
         self.clock_start = time.perf_counter()
@@ -331,7 +355,12 @@ class Trainer:
                 f"{self.position.skipped_images} unreadable image(s)",
                 logging.WARNING,
             )
-        return self.model, metrics
+        return self.served_model(), metrics
+
+    def served_model(self) -> nn.Module:
+        """The weights the run evaluates and its checkpoints serve: with `train.ema_decay` a copy holding
+        their average, else the model itself."""
+        return self.model if self.average is None else self.average.averaged_model(self.model)
 
     def _finished(self) -> bool:
         if self.budget is None:
@@ -492,6 +521,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update(self.model)
         named["loss"] = sum(named.values())
         return {**outcome, **{name: round(value, 5) for name, value in named.items()}}
 
@@ -529,7 +560,7 @@ class Trainer:
         test = self.settings.test
         start = time.perf_counter()
         metrics = evaluate_model(
-            self.model,
+            self.served_model(),
             self.config,
             self.run_dir,
             test.policy,
@@ -551,7 +582,7 @@ def train(
     Under torchrun every process calls this; it joins the process group and leaves it at the end.
     `resume`: a checkpoint to continue from, or "auto" for the run folder's latest.pth (as
     `train.auto_resume`). Writes `config.toml`, `log.jsonl`, `curves.png`, `train.log`, checkpoints, results
-    and metrics into `run_dir`; returns the model and the last metrics."""
+    and metrics into `run_dir`; returns the served model (`Trainer.served_model`) and the last metrics."""
     settings = RunConfig.from_config(config).train
     with distributed.launch(settings.device) as processes:
         with (
