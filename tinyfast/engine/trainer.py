@@ -303,8 +303,9 @@ class Trainer:
             self._info("the checkpoint holds no averaged weights: the average starts from its weights")
 
     def _state(self, training_s: float) -> dict:
-        weights = {"model": self.model.state_dict()}
-        if self.average is not None:
+        if self.average is None:
+            weights = {"model": self.model.state_dict()}
+        else:
             weights = {
                 "model": self.average.weights,
                 "trained_model": self.model.state_dict(),

@@ -1,6 +1,6 @@
 """`train.ema_decay`: an exponential moving average of a model's weights over the iterations of a run, the
-weights the run evaluates and the checkpoints serve (ultralytics' and mmdetection's model EMA, in the same
-form: the decay ramps up from 0 so that the first iterations' random weights leave no trace)."""
+weights the run evaluates and the checkpoints serve (ultralytics' and mmdetection's model EMA). As
+ultralytics', the decay ramps up from 0, so that the random initial weights leave no trace."""
 
 from __future__ import annotations
 
