@@ -6,11 +6,14 @@ import warnings
 
 import pytest
 import torch
+import torchvision
 from cuda_marks import cuda_test
 from torchvision.models import ResNet18_Weights, WeightsEnum
 
 from tinyfast.modeling import AdapFCOS, BackboneFPN, FCOSConfig
 from tinyfast.modeling.backbone import check_pretrained, local_imagenet_weights
+from tinyfast.modeling.build import model_settings
+from tinyfast.modeling.fcos import distance_iou
 
 
 def small_config(**overrides) -> FCOSConfig:
@@ -106,6 +109,46 @@ def test_missing_pretrained_weights_offline_warn_and_fall_back_to_random_init(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         BackboneFPN("resnet18", pretrained=False)
+
+
+def test_distance_iou_is_the_iou_of_the_decoded_boxes():
+    generator = torch.Generator().manual_seed(3)
+    predicted = torch.rand(200, 4, generator=generator) * 10
+    target = torch.rand(200, 4, generator=generator) * 10
+    predicted[:20] = target[:20]  # identical
+    predicted[20:40, [0, 2]] = 0  # zero width
+    target[40:50] = 0  # zero-area target
+    predicted[50:60] = 0  # both zero-area
+    target[60:70] = target[60:70] * 1e6  # huge
+    predicted, target = predicted.double(), target.double()
+    point = torch.rand(200, 2, generator=generator, dtype=torch.float64) * 50
+
+    def boxes(distances):
+        return torch.cat([point - distances[:, :2], point + distances[:, 2:]], dim=1)
+
+    expected = torchvision.ops.box_iou(boxes(predicted), boxes(target)).diagonal().nan_to_num(0.0)
+    torch.testing.assert_close(distance_iou(predicted, target), expected)
+    assert torch.equal(distance_iou(target[:20], target[:20]), torch.ones(20, dtype=torch.float64))
+
+
+def test_iou_quality_target_changes_only_the_quality_loss_and_leaves_the_boxes_alone():
+    generator = torch.Generator().manual_seed(2)
+    targets = [tiny_persons(generator, height=64, width=96)]
+    images = torch.randn(1, 3, 64, 96, generator=generator)
+    torch.manual_seed(0)
+    plain = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
+    iou = AdapFCOS(small_config(channels=16, stacked_convs=1, quality_target="iou")).train()
+    iou.load_state_dict(plain.state_dict())
+    reference, losses = plain(images, targets), iou(images, targets)
+    for name in ("loss_cls", "loss_bbox"):
+        torch.testing.assert_close(losses[name], reference[name])
+    assert torch.isfinite(losses["loss_centerness"])
+    assert not torch.allclose(losses["loss_centerness"], reference["loss_centerness"])
+    losses["loss_centerness"].backward()
+    assert iou.head.bbox_pred.weight.grad is None or not iou.head.bbox_pred.weight.grad.any()
+    assert iou.head.centerness.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="quality_target"):
+        model_settings({"name": "adap_fcos", "quality_target": "giou"})
 
 
 def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():

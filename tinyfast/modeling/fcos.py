@@ -21,7 +21,7 @@ from tinyfast.modeling.layers import conv_tower, flatten_levels, init_dense_head
 from tinyfast.modeling.postprocess import select_level_candidates, sigmoid_tile_by_tile
 from tinyfast.ops import fcos_targets
 from tinyfast.utils.comm import sum_over_processes, world_size
-from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, Real, Sequence, setting
+from tinyfast.utils.schema import FRACTION, POSITIVE, Flag, Integer, OneOf, Real, Sequence, setting
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class FCOSConfig(BackboneConfig):
     focal_alpha: float = setting(FRACTION, 0.25)
     focal_gamma: float = setting(Real(0), 2.0)
     loss_bbox_weight: float = setting(Real(0), 1.0)
+    # What the quality branch (the one FCOS calls centerness) learns for a positive location: "centerness",
+    # or "iou", the IoU of the box it predicts with its target, so that the tightest boxes score highest.
+    quality_target: str = setting(OneOf(("centerness", "iou")), "centerness")
     # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
     nms_pre: int = setting(Integer(1), 2000)
     score_threshold: float = setting(FRACTION, 0.05)
@@ -101,6 +104,15 @@ def centerness_targets(distances: Tensor) -> Tensor:
         top_bottom.min(1).values / top_bottom.max(1).values
     )
     return ratio.sqrt()
+
+
+def distance_iou(predicted: Tensor, target: Tensor) -> Tensor:
+    """IoU of pairs of boxes given as (l, t, r, b) >= 0 from the same point."""
+    width = torch.minimum(predicted[:, 0], target[:, 0]) + torch.minimum(predicted[:, 2], target[:, 2])
+    height = torch.minimum(predicted[:, 1], target[:, 1]) + torch.minimum(predicted[:, 3], target[:, 3])
+    intersection = width * height
+    areas = [(d[:, 0] + d[:, 2]) * (d[:, 1] + d[:, 3]) for d in (predicted, target)]
+    return intersection / (areas[0] + areas[1] - intersection).clamp(min=1e-12)
 
 
 class AdapFCOS(DenseDetector):
@@ -175,8 +187,12 @@ class AdapFCOS(DenseDetector):
             reduction="none",
         )
         loss_bbox = config.loss_bbox_weight * (giou * center_targets).sum() / center_total
+        if config.quality_target == "iou":
+            quality_targets = distance_iou(flat_distances[positive].detach(), positive_targets)
+        else:
+            quality_targets = center_targets
         loss_centerness = (
-            F.binary_cross_entropy_with_logits(flat_centerness[positive], center_targets, reduction="sum")
+            F.binary_cross_entropy_with_logits(flat_centerness[positive], quality_targets, reduction="sum")
             / num_positive
         )
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
