@@ -131,15 +131,20 @@ def test_distance_iou_is_the_iou_of_the_decoded_boxes():
     assert torch.equal(distance_iou(target[:20], target[:20]), torch.ones(20, dtype=torch.float64))
 
 
-def test_iou_quality_target_changes_only_the_quality_loss_and_leaves_the_boxes_alone():
+def losses_of_plain_and_changed(**change):
+    """The losses of one small batch under the default settings and under `change`, same weights."""
     generator = torch.Generator().manual_seed(2)
     targets = [tiny_persons(generator, height=64, width=96)]
     images = torch.randn(1, 3, 64, 96, generator=generator)
     torch.manual_seed(0)
     plain = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
-    iou = AdapFCOS(small_config(channels=16, stacked_convs=1, quality_target="iou")).train()
-    iou.load_state_dict(plain.state_dict())
-    reference, losses = plain(images, targets), iou(images, targets)
+    changed = AdapFCOS(small_config(channels=16, stacked_convs=1, **change)).train()
+    changed.load_state_dict(plain.state_dict())
+    return plain(images, targets), changed(images, targets), changed
+
+
+def test_iou_quality_target_changes_only_the_quality_loss_and_leaves_the_boxes_alone():
+    reference, losses, iou = losses_of_plain_and_changed(quality_target="iou")
     for name in ("loss_cls", "loss_bbox"):
         torch.testing.assert_close(losses[name], reference[name])
     assert torch.isfinite(losses["loss_centerness"])
@@ -169,14 +174,7 @@ def test_training_step_gives_finite_losses_and_gradients_only_where_trainable():
 
 
 def test_loss_bbox_weight_scales_the_box_loss_alone():
-    generator = torch.Generator().manual_seed(2)
-    targets = [tiny_persons(generator, height=64, width=96)]
-    images = torch.randn(1, 3, 64, 96, generator=generator)
-    torch.manual_seed(0)
-    plain = AdapFCOS(small_config(channels=16, stacked_convs=1)).train()
-    weighted = AdapFCOS(small_config(channels=16, stacked_convs=1, loss_bbox_weight=2.5)).train()
-    weighted.load_state_dict(plain.state_dict())
-    reference, losses = plain(images, targets), weighted(images, targets)
+    reference, losses, _ = losses_of_plain_and_changed(loss_bbox_weight=2.5)
     assert reference["loss_bbox"] > 0
     torch.testing.assert_close(losses["loss_bbox"], 2.5 * reference["loss_bbox"])
     for name in ("loss_cls", "loss_centerness"):
