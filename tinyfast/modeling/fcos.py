@@ -40,7 +40,7 @@ class FCOSConfig(BackboneConfig):
     # What the quality branch (the one FCOS calls centerness) learns for a positive location: "centerness",
     # or "iou", the IoU of the box it predicts with its target, so that the tightest boxes score highest.
     quality_target: str = setting(OneOf(("centerness", "iou")), "centerness")
-    # Inference, per tile: top `nms_pre` locations per level by score x centerness, raw score > score_thr.
+    # Inference, per tile: top `nms_pre` locations per level by score x quality, raw score > score_thr.
     nms_pre: int = setting(Integer(1), 2000)
     score_threshold: float = setting(FRACTION, 0.05)
     nms_iou: float = setting(FRACTION, 0.6)
@@ -116,7 +116,7 @@ def distance_iou(predicted: Tensor, target: Tensor) -> Tensor:
 
 
 class AdapFCOS(DenseDetector):
-    """Adap FCOS (`DenseDetector`): the candidates' score is class score x centerness."""
+    """Adap FCOS (`DenseDetector`): the candidates' score is class score x the centerness branch's output."""
 
     def __init__(self, config: FCOSConfig = FCOSConfig()):
         super().__init__()
