@@ -12,7 +12,7 @@ from torchvision.io import write_jpeg
 from tinyfast.engine.checkpoint import save_checkpoint
 from tinyfast.engine.config import DEFAULT_CONFIG, load_config
 from tinyfast.modeling.build import build_model
-from tinyfast.study import SETTINGS, Setting, label, main, markdown_table, run_study, spread
+from tinyfast.study import SETTINGS, Setting, label, label_places, main, markdown_table, run_study, spread
 
 FULL_HD = (1920, 1080)
 CELL = 48  # one person per cell of a grid: no two persons overlap
@@ -109,6 +109,16 @@ def test_markdown_table_has_the_reference_columns(study):
 def test_spread_picks_images_across_the_set():
     assert spread(2, 8) == [0, 7] and spread(3, 5) == [0, 2, 4] and spread(1, 4) == [0]
     assert spread(9, 4) == [0, 1, 2, 3]
+
+
+def test_labels_of_coinciding_points_do_not_overlap():
+    points = [(1.64, 20.52), (1.64, 20.52), (1.64, 20.52), (1.70, 26.8), (1.70, 26.8), (1.65, 15.5)]
+    labels = ["Y 1000/1000/200", "Y 2000/1000/200", "Y 5000/1000/200", "Y 2000/1000/1000 downweight",
+              "Y 2000/1000/1000 drop", "Y 1000/100/200"]  # fmt: skip
+    places = label_places(points, labels)
+    assert len(set(places[:3])) == 3 and places[3] != places[4]
+    assert places[3][2] == "right"  # a label at the right edge goes left of its point
+    assert places[5] == (4, 2, "left")  # a point alone keeps the first place
 
 
 def test_command_line_writes_the_table_json_and_plot(tmp_path, capsys):

@@ -281,20 +281,51 @@ def save_plot(rows: Sequence[Row], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    for row in rows:
-        setting = row.setting
-        marker = "o" if setting.truncated == "keep" else "^"
-        colour = "tab:blue" if setting.run_time_crop else "tab:orange"
-        ap = 100 * max(row.metrics["AP50_tiny"], 0.0)
-        axes.scatter(row.seconds_per_image, ap, marker=marker, color=colour)
-        axes.annotate(label(setting), (row.seconds_per_image, ap), fontsize=7, xytext=(4, 2),
-                      textcoords="offset points")  # fmt: skip
+    points = [(row.seconds_per_image, 100 * max(row.metrics["AP50_tiny"], 0.0)) for row in rows]
+    labels = [label(row.setting) for row in rows]
+    for (seconds, ap), row, text, (dx, dy, align) in zip(
+        points, rows, labels, label_places(points, labels), strict=True
+    ):
+        marker = "o" if row.setting.truncated == "keep" else "^"
+        colour = "tab:blue" if row.setting.run_time_crop else "tab:orange"
+        axes.scatter(seconds, ap, marker=marker, color=colour)
+        axes.annotate(text, (seconds, ap), fontsize=7, xytext=(dx, dy), textcoords="offset points", ha=align)
     axes.set_xlabel("seconds per image (tiled inference and merge)")
     axes.set_ylabel("AP50 tiny (%)")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def label_places(points: Sequence[tuple[float, float]], labels: Sequence[str]) -> list[tuple[int, int, str]]:
+    """A label offset (points) and alignment per point, the first of a few candidates around it whose box
+    (estimated from the label's length) neither overlaps a label placed before nor leaves the axes: rows of
+    equal AP or time would otherwise print their labels on top of each other."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x0, y0 = min(xs), min(ys)
+    width, height = (max(xs) - x0) or 1.0, (max(ys) - y0) or 1.0
+    axes_points, char, line = (430.0, 280.0), 4.0, 9.0  # axes size, 7-pt character and line, in points
+    candidates = [(4, 2, "left"), (4, -9, "left"), (-4, 2, "right"), (-4, -9, "right"), (4, 11, "left"),
+                  (4, -18, "left"), (-4, 11, "right"), (-4, -18, "right")]  # fmt: skip
+    placed, places = [], []
+    for (x, y), text in zip(points, labels, strict=True):
+        px = (0.05 + 0.9 * (x - x0) / width) * axes_points[0]  # matplotlib's default 5% margins
+        py = (0.05 + 0.9 * (y - y0) / height) * axes_points[1]
+        span = char * len(text)
+        for dx, dy, align in candidates:
+            left = px + dx if align == "left" else px + dx - span
+            box = (left, py + dy, left + span, py + dy + line)
+            inside = box[0] >= 0 and box[2] <= axes_points[0]
+            if inside and not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        places.append((dx, dy, align))
+    return places
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def spread(count: int, total: int) -> list[int]:
