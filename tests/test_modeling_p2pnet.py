@@ -107,9 +107,10 @@ def toy_batch(seed: int = 0):
     return images, targets
 
 
-def test_losses_are_finite_and_decrease_over_a_few_steps_with_several_classes():
+@pytest.mark.parametrize("class_loss", ["softmax", "focal"])
+def test_losses_are_finite_and_decrease_over_a_few_steps_with_several_classes(class_loss):
     torch.manual_seed(0)
-    model = P2PNet(P2PNetConfig(**{**TINY.__dict__, "num_classes": 2})).train()
+    model = P2PNet(P2PNetConfig(**{**TINY.__dict__, "num_classes": 2, "class_loss": class_loss})).train()
     images, targets = toy_batch()
     targets = [{key: t[key] for key in ("points", "labels")} for t in targets]  # no boxes: points only
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
@@ -126,6 +127,41 @@ def test_losses_are_finite_and_decrease_over_a_few_steps_with_several_classes():
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5
 
 
+def plain_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    p = logits.double().sigmoid()
+    t = targets.double()
+    cross_entropy = -(t * p.log() + (1 - t) * (1 - p).log())
+    p_t = p * t + (1 - p) * (1 - t)
+    return (cross_entropy * (1 - p_t) ** gamma * (alpha * t + (1 - alpha) * (1 - t))).sum()
+
+
+def test_focal_class_loss_is_the_sigmoid_focal_loss_of_the_matched_proposals_per_point():
+    torch.manual_seed(1)
+    config = P2PNetConfig(**{**TINY.__dict__, "num_classes": 2, "class_loss": "focal", "focal_gamma": 1.5})
+    model = P2PNet(config).train()
+    images, targets = toy_batch()
+    with torch.no_grad():
+        initial, _ = model.predict_proposals(images)
+    assert initial.shape[-1] == 2  # no no-object logit: one sigmoid per class
+    start = model.class_probs(initial)
+    assert abs(float(start.median()) - 0.01) < 0.001 and float(start.max()) < 0.05  # the focal prior
+    torch.manual_seed(2)
+    with torch.no_grad():  # away from the prior, so that the matching depends on the scores
+        model.head.cls_logits.bias.normal_(-2.0, 1.0)
+        logits, points = model.predict_proposals(images)
+    losses = model(images, targets)
+    expected, num_points = torch.zeros((), dtype=torch.float64), 0
+    for image, target in enumerate(targets):
+        pred, gt = match_points(
+            points[image], logits[image].sigmoid(), target["points"], target["labels"], 0.05, 1.0
+        )
+        one_hot = torch.zeros_like(logits[image])
+        one_hot[pred, target["labels"][gt]] = 1.0
+        expected += plain_focal(logits[image], one_hot, 0.25, 1.5)
+        num_points += len(gt)
+    assert torch.allclose(losses["loss_cls"].double(), expected / num_points, rtol=1e-4)
+
+
 def test_an_image_without_points_trains_and_a_target_without_points_is_a_clear_error():
     model = P2PNet(TINY).train()
     images, targets = toy_batch()
@@ -136,8 +172,10 @@ def test_an_image_without_points_trains_and_a_target_without_points_is_a_clear_e
         model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
 
 
-def test_inference_gives_points_scores_labels_and_sizes_inside_each_image():
-    model = P2PNet(P2PNetConfig(**{**TINY.__dict__, "score_threshold": 0.0, "max_points": 50}))
+@pytest.mark.parametrize("class_loss", ["softmax", "focal"])
+def test_inference_gives_points_scores_labels_and_sizes_inside_each_image(class_loss):
+    settings = {"score_threshold": 0.0, "max_points": 50, "class_loss": class_loss}
+    model = P2PNet(P2PNetConfig(**{**TINY.__dict__, **settings}))
     images = torch.randn(2, 3, 64, 96)
     found = model.locate(images, [(64, 96), (40, 30)])
     for result, (height, width) in zip(found, [(64, 96), (40, 30)], strict=True):

@@ -1,9 +1,14 @@
 """A P2PNet-style point localiser ("Rethinking Counting and Localization in Crowds", ICCV 2021, as the CPR
 reference re-implements it for several classes): one FPN level of tinyfast's backbones, a grid of point
-proposals (`proposals_per_side`^2 per cell), per proposal an offset and class scores (softmax over the
-classes and "no object"); training matches proposals to the annotated points one to one (Hungarian, on
-P2PNet's cost: distance minus class probability) and applies a cross-entropy with a lower weight on the
-no-object class plus a squared-distance loss on the matched proposals.
+proposals (`proposals_per_side`^2 per cell), per proposal an offset and class scores; training matches
+proposals to the annotated points one to one (Hungarian, on P2PNet's cost: distance minus class probability)
+and applies a classification loss plus a squared-distance loss on the matched proposals.
+
+The classification is P2PNet's (`class_loss = "softmax"`: softmax over the classes and "no object", a
+cross-entropy with a lower weight on no-object) or a sigmoid focal loss per class normalised by the matched
+points (`"focal"`, the dense detectors' answer to imbalance, with their prior-probability start). With one
+positive per person among tens of thousands of proposals (a sparse crowd at stride 4), the weighted
+cross-entropy is won by no-object everywhere; the focal loss keeps the positives' share of the gradient.
 
 Only `target["points"]` and `target["labels"]` supervise it: the boxes of a point-annotated json are for
 evaluation only. Inference gives per image `points` [N,2] (image pixels), `scores`, `labels` and `sizes`
@@ -19,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
 
 from tinyfast.modeling.backbone import BackboneConfig, BackboneFPN
 from tinyfast.modeling.inference import run_network
 from tinyfast.modeling.layers import conv_tower, init_dense_head
 from tinyfast.utils.comm import sum_over_processes, world_size
-from tinyfast.utils.schema import FRACTION, Flag, Integer, Real, Sequence, setting
+from tinyfast.utils.schema import FRACTION, Flag, Integer, OneOf, Real, Sequence, setting
 
 POINT_STRIDES = (4, 8)
 # linear_sum_assignment refuses non-finite costs; a diverged network's NaNs become this (its loss is NaN
@@ -43,7 +49,10 @@ class P2PNetConfig(BackboneConfig):
     # P2PNet's matching cost: match_distance_weight x distance (pixels) - match_class_weight x probability.
     match_distance_weight: float = setting(Real(0), 0.05)
     match_class_weight: float = setting(Real(0), 1.0)
-    no_object_weight: float = setting(Real(0, low_open=True), 0.5)  # P2PNet's eos_coef
+    class_loss: str = setting(OneOf(("softmax", "focal")), "softmax")
+    no_object_weight: float = setting(Real(0, low_open=True), 0.5)  # P2PNet's eos_coef ("softmax" only)
+    focal_alpha: float = setting(FRACTION, 0.25)  # "focal" only
+    focal_gamma: float = setting(Real(0), 2.0)
     point_loss_weight: float = setting(Real(0), 1.0)  # squared distance in units of the stride
     score_threshold: float = setting(FRACTION, 0.05)
     max_points: int = setting(Integer(1), 2000)  # per image, the best by score
@@ -96,15 +105,18 @@ def match_points(
 
 
 class P2PNetHead(nn.Module):
-    """Class logits [B, k * (C + 1), H, W] (no-object last) and offsets [B, 2 * k, H, W] in stride units."""
+    """Class logits [B, k * L, H, W] and offsets [B, 2 * k, H, W] in stride units. L is C + 1 (no-object
+    last) for a softmax head, C for a sigmoid one, whose classifier starts at the focal prior."""
 
-    def __init__(self, channels: int, num_classes: int, proposals: int, stacked_convs: int, group_norm: bool):
+    def __init__(
+        self, channels: int, logits: int, proposals: int, stacked_convs: int, group_norm: bool, sigmoid: bool
+    ):
         super().__init__()
         self.cls_tower = conv_tower(channels, stacked_convs, group_norm)
         self.reg_tower = conv_tower(channels, stacked_convs, group_norm)
-        self.cls_logits = nn.Conv2d(channels, proposals * (num_classes + 1), 3, padding=1)
+        self.cls_logits = nn.Conv2d(channels, proposals * logits, 3, padding=1)
         self.offsets = nn.Conv2d(channels, proposals * 2, 3, padding=1)
-        init_dense_head(self)
+        init_dense_head(self, self.cls_logits if sigmoid else None)
 
     def forward(self, feature: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_logits(self.cls_tower(feature)), self.offsets(self.reg_tower(feature))
@@ -123,16 +135,29 @@ class P2PNet(nn.Module):
         self.level = config.strides.index(config.point_stride)
         self.backbone = BackboneFPN.from_config(config, "on_output")
         self.proposals = config.proposals_per_side**2
+        self.sigmoid = config.class_loss == "focal"
+        self.logits = config.num_classes if self.sigmoid else config.num_classes + 1
         self.head = P2PNetHead(
-            config.channels, config.num_classes, self.proposals, config.stacked_convs, config.head_group_norm
+            config.channels,
+            self.logits,
+            self.proposals,
+            config.stacked_convs,
+            config.head_group_norm,
+            self.sigmoid,
         )
 
+    def class_probs(self, logits: Tensor) -> Tensor:
+        """[..., C] per-class probabilities of logits [..., L]."""
+        if self.sigmoid:
+            return logits.sigmoid()
+        return logits.softmax(-1)[..., : self.config.num_classes]
+
     def predict_proposals(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits [B, P, C + 1] and points [B, P, 2] (image pixels, float32) of the P proposals."""
+        """Logits [B, P, L] and points [B, P, 2] (image pixels, float32) of the P proposals."""
         logits, offsets = self.head(self.backbone(images)[self.level])
         batch, _, height, width = logits.shape
-        stride, classes = self.config.point_stride, self.config.num_classes + 1
-        logits = logits.float().permute(0, 2, 3, 1).reshape(batch, -1, classes)
+        stride = self.config.point_stride
+        logits = logits.float().permute(0, 2, 3, 1).reshape(batch, -1, self.logits)
         offsets = offsets.float().permute(0, 2, 3, 1).reshape(batch, -1, 2)
         grid = cell_proposals(height, width, stride, self.config.proposals_per_side, images.device)
         return logits, grid + offsets * stride
@@ -150,7 +175,7 @@ class P2PNet(nn.Module):
         no_object = config.num_classes
         classes = torch.full(logits.shape[:2], no_object, dtype=torch.long, device=logits.device)
         matched_pred, matched_gt = [], []
-        probs = logits.detach().softmax(-1)
+        probs = self.class_probs(logits.detach())
         for image, target in enumerate(targets):
             if "points" not in target:
                 raise ValueError("P2PNet is trained on points: its targets need 'points' (set data.points)")
@@ -165,15 +190,23 @@ class P2PNet(nn.Module):
             classes[image, pred_index] = target["labels"][gt_index]
             matched_pred.append(points[image, pred_index])
             matched_gt.append(target["points"][gt_index].to(points.dtype))
-        weight = torch.ones(config.num_classes + 1, device=logits.device)
-        weight[no_object] = config.no_object_weight
-        loss_cls = F.cross_entropy(logits.reshape(-1, no_object + 1), classes.reshape(-1), weight=weight)
         # Normalised by the points of all processes over their number (DDP averages the gradients).
         processes = world_size()
         num_points = sum(len(m) for m in matched_gt)
-        total = sum_over_processes(torch.tensor(float(num_points), device=logits.device))
+        normaliser = sum_over_processes(torch.tensor(float(num_points), device=logits.device))
+        normaliser = normaliser.clamp(min=1.0) / processes
+        if self.sigmoid:
+            one_hot = F.one_hot(classes, no_object + 1)[..., :no_object].to(logits.dtype)
+            focal = sigmoid_focal_loss(
+                logits, one_hot, alpha=config.focal_alpha, gamma=config.focal_gamma, reduction="sum"
+            )
+            loss_cls = focal / normaliser
+        else:
+            weight = torch.ones(no_object + 1, device=logits.device)
+            weight[no_object] = config.no_object_weight
+            loss_cls = F.cross_entropy(logits.reshape(-1, no_object + 1), classes.reshape(-1), weight=weight)
         squared = ((torch.cat(matched_pred) - torch.cat(matched_gt)) / config.point_stride).square().sum()
-        loss_points = config.point_loss_weight * squared / (total.clamp(min=1.0) / processes)
+        loss_points = config.point_loss_weight * squared / normaliser
         return {"loss_cls": loss_cls, "loss_points": loss_points}
 
     @torch.no_grad()
@@ -182,7 +215,7 @@ class P2PNet(nn.Module):
         `max_points` best, clamped to the image (`image_sizes`: (h, w) each, before padding)."""
         config = self.config
         results = []
-        probs = logits.softmax(-1)[..., : config.num_classes]
+        probs = self.class_probs(logits)
         for image, (height, width) in enumerate(image_sizes):
             scores, labels = probs[image].max(-1)
             keep = torch.nonzero(scores > config.score_threshold).squeeze(1)
