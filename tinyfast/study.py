@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torchvision.ops import box_iou
 
 from tinyfast.data.build import DataConfig, prepare_data
 from tinyfast.engine.checkpoint import load_checkpoint
@@ -300,8 +301,9 @@ def save_plot(rows: Sequence[Row], path: Path, title: str) -> None:
 
 def label_places(points: Sequence[tuple[float, float]], labels: Sequence[str]) -> list[tuple[int, int, str]]:
     """A label offset (points) and alignment per point, the first of a few candidates around it whose box
-    (estimated from the label's length) neither overlaps a label placed before nor leaves the axes: rows of
-    equal AP or time would otherwise print their labels on top of each other."""
+    (estimated from the label's length) neither overlaps a label placed before nor leaves the axes (the last
+    candidate when none fits): rows of equal AP or time would otherwise print their labels on top of each
+    other."""
     xs, ys = [x for x, _ in points], [y for _, y in points]
     x0, y0 = min(xs), min(ys)
     width, height = (max(xs) - x0) or 1.0, (max(ys) - y0) or 1.0
@@ -317,15 +319,11 @@ def label_places(points: Sequence[tuple[float, float]], labels: Sequence[str]) -
             left = px + dx if align == "left" else px + dx - span
             box = (left, py + dy, left + span, py + dy + line)
             inside = box[0] >= 0 and box[2] <= axes_points[0]
-            if inside and not any(_overlap(box, other) for other in placed):
+            if inside and not (placed and box_iou(torch.tensor([box]), torch.tensor(placed)).gt(0).any()):
                 break
         placed.append(box)
         places.append((dx, dy, align))
     return places
-
-
-def _overlap(a: tuple, b: tuple) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def spread(count: int, total: int) -> list[int]:

@@ -105,16 +105,16 @@ def match_points(
 
 
 class P2PNetHead(nn.Module):
-    """Class logits [B, k * L, H, W] and offsets [B, 2 * k, H, W] in stride units. L is C + 1 (no-object
-    last) for a softmax head, C for a sigmoid one, whose classifier starts at the focal prior."""
+    """Class logits [B, k * L, H, W] and offsets [B, 2 * k, H, W] in stride units. L (`classes`) is C + 1
+    (no-object last) for a softmax head, C for a sigmoid one, whose classifier starts at the focal prior."""
 
     def __init__(
-        self, channels: int, logits: int, proposals: int, stacked_convs: int, group_norm: bool, sigmoid: bool
+        self, channels: int, classes: int, proposals: int, stacked_convs: int, group_norm: bool, sigmoid: bool
     ):
         super().__init__()
         self.cls_tower = conv_tower(channels, stacked_convs, group_norm)
         self.reg_tower = conv_tower(channels, stacked_convs, group_norm)
-        self.cls_logits = nn.Conv2d(channels, proposals * logits, 3, padding=1)
+        self.cls_logits = nn.Conv2d(channels, proposals * classes, 3, padding=1)
         self.offsets = nn.Conv2d(channels, proposals * 2, 3, padding=1)
         init_dense_head(self, self.cls_logits if sigmoid else None)
 
@@ -136,10 +136,10 @@ class P2PNet(nn.Module):
         self.backbone = BackboneFPN.from_config(config, "on_output")
         self.proposals = config.proposals_per_side**2
         self.sigmoid = config.class_loss == "focal"
-        self.logits = config.num_classes if self.sigmoid else config.num_classes + 1
+        self.logits_per_proposal = config.num_classes if self.sigmoid else config.num_classes + 1
         self.head = P2PNetHead(
             config.channels,
-            self.logits,
+            self.logits_per_proposal,
             self.proposals,
             config.stacked_convs,
             config.head_group_norm,
@@ -157,7 +157,7 @@ class P2PNet(nn.Module):
         logits, offsets = self.head(self.backbone(images)[self.level])
         batch, _, height, width = logits.shape
         stride = self.config.point_stride
-        logits = logits.float().permute(0, 2, 3, 1).reshape(batch, -1, self.logits)
+        logits = logits.float().permute(0, 2, 3, 1).reshape(batch, -1, self.logits_per_proposal)
         offsets = offsets.float().permute(0, 2, 3, 1).reshape(batch, -1, 2)
         grid = cell_proposals(height, width, stride, self.config.proposals_per_side, images.device)
         return logits, grid + offsets * stride
